@@ -1,0 +1,3 @@
+"""pointgate gateway: token service, points ledger, merchant and interop APIs, settlement."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,106 @@
+"""`gateway` command line: operate the gateway and its books.
+
+    gateway audit                 replay the journal; exit 1 naming the first discrepancy
+    gateway keys status           which keys encrypt how many device secrets
+    gateway keys rotate           new active key, re-encrypt every secret, no downtime
+    gateway keys retire KEY_ID    drop a key no secret uses any more
+    gateway redis                 run the bundled Redis in the foreground (Ctrl-C stops it)
+
+Settings come from `config/` and `POINTGATE_*` variables (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Sequence
+
+from gateway.audit import run_audit
+from gateway.embedded_redis import EmbeddedRedisError
+from gateway.keyring import KeyringError
+from gateway.runtime import open_runtime, redis_server
+from gateway.settings import SettingsError, load_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description="pointgate gateway")
+    parser.add_argument("--config-dir", help="directory of gateway.toml, networks.toml, merchants.toml")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("audit", help="replay the journal and prove every balance")
+    keys = commands.add_parser("keys", help="encryption keys of secrets at rest")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    key_commands.add_parser("status", help="key ids and how many secrets each encrypts")
+    key_commands.add_parser("rotate", help="make a fresh key active and re-encrypt every secret")
+    retire = key_commands.add_parser("retire", help="remove a key that no secret uses")
+    retire.add_argument("key_id")
+    commands.add_parser("redis", help="run the bundled Redis in the foreground")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config_dir)
+        if args.command == "redis":
+            return _run_redis(settings)
+        return asyncio.run(_COMMANDS[args.command](settings, args))
+    except (SettingsError, EmbeddedRedisError, KeyringError) as e:
+        print(f"gateway: {e}", file=sys.stderr)
+        return 2
+
+
+async def _audit(settings, args) -> int:
+    async with open_runtime(settings) as rt:
+        report = await run_audit(rt.store)
+    print(f"audit: {report.entries} journal entries, {report.members} member wallets")
+    for unit, totals in sorted(report.totals_by_unit().items()):
+        parts = ", ".join(f"{name} {amount:+,}" for name, amount in sorted(totals.items()))
+        print(f"  {unit}: {parts}")
+    if report.clean:
+        print("audit: clean (every balance equals its replay; every unit sums to zero)")
+        return 0
+    print(f"audit: FAILED with {len(report.problems)} problem(s); first: {report.problems[0]}", file=sys.stderr)
+    for problem in report.problems[1:20]:
+        print(f"  {problem}", file=sys.stderr)
+    return 1
+
+
+async def _keys(settings, args) -> int:
+    async with open_runtime(settings) as rt:
+        if args.keys_command == "rotate":
+            old = rt.keyring.active
+            count = await rt.tokens.rotate_keys()
+            print(f"keys: active key {old} -> {rt.keyring.active}; {count} device secret(s) re-encrypted")
+        elif args.keys_command == "retire":
+            in_use = (await rt.tokens.keys_in_use()).get(args.key_id, 0)
+            if in_use:
+                print(f"keys: {args.key_id} still encrypts {in_use} secret(s); run `gateway keys rotate` first", file=sys.stderr)
+                return 1
+            rt.keyring.retire(args.key_id)
+            print(f"keys: {args.key_id} retired")
+        in_use = await rt.tokens.keys_in_use()
+        for key_id in rt.keyring.key_ids:
+            marker = " (active)" if key_id == rt.keyring.active else ""
+            print(f"  {key_id}{marker}: {in_use.get(key_id, 0)} device secret(s)")
+    return 0
+
+
+def _run_redis(settings) -> int:
+    if settings.redis_url:
+        print("gateway: REDIS_URL is set; the bundled Redis is not used", file=sys.stderr)
+        return 2
+    with redis_server(settings) as (url, server):
+        if server is None:
+            print(f"redis: already running for {settings.data_dir} at {url}")
+            return 0
+        print(f"redis: serving {settings.data_dir} at {url} (Ctrl-C to stop)", flush=True)
+        stop = signal.sigwait if hasattr(signal, "sigwait") else None
+        assert stop is not None
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        stop({signal.SIGINT, signal.SIGTERM})
+    print("redis: stopped")
+    return 0
+
+
+_COMMANDS = {"audit": _audit, "keys": _keys}
+
+if __name__ == "__main__":
+    sys.exit(main())

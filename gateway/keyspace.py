@@ -1,0 +1,84 @@
+"""Redis key layout: every key pointgate writes, and the hash tag that places it.
+
+Pure functions, no I/O. The layout is documented in `docs/keys.md`; keep the
+two in step.
+
+Everything one member movement touches carries the member's partition tag
+`{mPPP}` (PPP = the last three digits of any of the member's device slots,
+and digits 2-4 of the member id), so one Lua script touches one hash slot and
+the same code runs on one Redis and on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+PREFIX = "pg"
+PARTITIONS = 1000
+"""Number of member partitions. A partition is a hash tag, not a server: Redis
+Cluster spreads 1000 tags over its 16384 slots, so the tag count bounds how
+far member data can be spread (1000 is enough for hundreds of shards)."""
+
+
+def partition_tag(partition: int) -> str:
+    if not 0 <= partition < PARTITIONS:
+        raise ValueError(f"partition {partition} is outside 0..{PARTITIONS - 1}")
+    return f"{{m{partition:03d}}}"
+
+
+def partition_of_member(member_id: str) -> int:
+    """Member ids look like `m` + 3-digit partition + 12 hex digits."""
+    return int(member_id[1:4])
+
+
+def partition_of_slot(slot: int) -> int:
+    return slot % PARTITIONS
+
+
+def member_key(member_id: str) -> str:
+    """Hash: `available`, `held` (points), `unit`, `created_ms`."""
+    return f"{PREFIX}:{partition_tag(partition_of_member(member_id))}:member:{member_id}"
+
+
+def member_devices_key(member_id: str) -> str:
+    """Set of the member's device slots."""
+    return f"{PREFIX}:{partition_tag(partition_of_member(member_id))}:devices:{member_id}"
+
+
+def device_key(slot: int) -> str:
+    """Hash: `member_id`, `status`, `key_id`, `secret` (AES-GCM), `failures`, `enrolled_ms`."""
+    return f"{PREFIX}:{partition_tag(partition_of_slot(slot))}:dev:{slot}"
+
+
+def used_codes_key(slot: int) -> str:
+    """Sorted set of burned code counters (step * 10 + seq) of one device, trimmed to the window."""
+    return f"{PREFIX}:{partition_tag(partition_of_slot(slot))}:used:{slot}"
+
+
+def partition_slots_key(partition: int) -> str:
+    """Set of every device slot in a partition (key rotation walks it)."""
+    return f"{PREFIX}:{partition_tag(partition)}:slots"
+
+
+def partition_members_key(partition: int) -> str:
+    """Set of every member id in a partition (the audit walks it)."""
+    return f"{PREFIX}:{partition_tag(partition)}:members"
+
+
+def journal_key(partition: int) -> str:
+    """Stream: one entry per movement of this partition's members."""
+    return f"{PREFIX}:{partition_tag(partition)}:journal"
+
+
+def entry_index_key(partition: int) -> str:
+    """Hash: journal entry id -> stream id, so an entry is applied at most once."""
+    return f"{PREFIX}:{partition_tag(partition)}:entries"
+
+
+def hold_key(partition: int, hold_id: str) -> str:
+    """Hash: a two-phase hold's `state`, `member_id`, `amount`, `unit`, `entry_id`."""
+    return f"{PREFIX}:{partition_tag(partition)}:hold:{hold_id}"
+
+
+def new_member_id(partition: int, random_hex: str) -> str:
+    """A member id: `m`, the 3-digit partition, 12 random hex digits (never member data)."""
+    partition_tag(partition)
+    return f"m{partition:03d}{random_hex}"

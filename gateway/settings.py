@@ -1,0 +1,245 @@
+"""Gateway settings: TOML files in `config/`, overridden by environment variables.
+
+`load_settings()` reads `gateway.toml`, `networks.toml` and `merchants.toml`,
+applies `POINTGATE_<KEY>` overrides (and `REDIS_URL`), and validates every
+value. A bad value raises `SettingsError` naming the key and what is allowed,
+so the process stops at start-up instead of failing on the first payment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+CONFIG_DIR_DEFAULT = Path(__file__).resolve().parent.parent / "config"
+ENV_PREFIX = "POINTGATE_"
+CURRENCIES = {"KRW": 0, "TWD": 0, "JPY": 0, "CNY": 2, "THB": 2, "USD": 2}
+"""ISO 4217 currencies pointgate knows, with their minor-unit exponent."""
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or not allowed; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    prefix: str
+    id: str
+    name: str
+    home: bool
+    currency: str
+    points_unit: str
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    id: str
+    name: str
+    terminals: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Merchant:
+    id: str
+    name: str
+    currency: str
+    time_zone: str
+    business_day_cutoff: str
+    receipt_width: int
+    stores: tuple[Store, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # [server]
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    body_bytes_max: int = 65536
+    shutdown_grace_s: int = 10
+    # [redis]
+    redis_url: str = ""
+    data_dir: str = "var/redis"
+    redis_port: int = 0
+    redis_start_timeout_s: int = 10
+    redis_socket_timeout_s: int = 5
+    # [codes]
+    code_step_s: int = 30
+    code_window_steps: int = 1
+    code_lookback_steps: int = 20
+    slot_failures_max: int = 5
+    # [keys]
+    keyring_path: str = "var/keyring.json"
+    # [limits]
+    amount_max_krw: int = 2_000_000
+    member_daily_points_max: int = 3_000_000
+    # networks.toml and merchants.toml
+    networks: tuple[Network, ...] = ()
+    merchants: tuple[Merchant, ...] = ()
+
+    @property
+    def home_network(self) -> Network:
+        return next(n for n in self.networks if n.home)
+
+    def network_by_prefix(self, prefix: str) -> Network | None:
+        return next((n for n in self.networks if n.prefix == prefix), None)
+
+    def merchant(self, merchant_id: str) -> Merchant | None:
+        return next((m for m in self.merchants if m.id == merchant_id), None)
+
+
+# (minimum, maximum) for every integer setting; the reason is in gateway.toml.
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "port": (0, 65535),
+    "workers": (1, 64),
+    "body_bytes_max": (1024, 1 << 20),
+    "shutdown_grace_s": (0, 300),
+    "redis_port": (0, 65535),
+    "redis_start_timeout_s": (1, 120),
+    "redis_socket_timeout_s": (1, 60),
+    "code_step_s": (10, 300),
+    "code_window_steps": (0, 3),
+    "code_lookback_steps": (0, 240),
+    "slot_failures_max": (1, 20),
+    "amount_max_krw": (1, 10**12),
+    "member_daily_points_max": (1, 10**12),
+}
+_SCALAR_FIELDS = {
+    f.name: f for f in dataclasses.fields(Settings) if f.name not in ("networks", "merchants")
+}
+
+
+def load_settings(
+    config_dir: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read, override and validate all settings; raise SettingsError on the first bad one."""
+    env = os.environ if env is None else env
+    config_dir = Path(config_dir or env.get(ENV_PREFIX + "CONFIG_DIR") or CONFIG_DIR_DEFAULT)
+    values: dict[str, Any] = {}
+    for section, table in _read_toml(config_dir / "gateway.toml").items():
+        if not isinstance(table, dict):
+            raise SettingsError(f"gateway.toml: [{section}] must be a table")
+        for key, value in table.items():
+            if key not in _SCALAR_FIELDS:
+                raise SettingsError(f"gateway.toml: unknown key {section}.{key}")
+            values[key] = value
+    if env.get("REDIS_URL"):
+        values["redis_url"] = env["REDIS_URL"]
+    for key in _SCALAR_FIELDS:
+        raw = env.get(ENV_PREFIX + key.upper())
+        if raw is not None:
+            values[key] = _from_env(key, raw)
+    values.update(overrides)
+    for key, value in values.items():
+        if key in _SCALAR_FIELDS:
+            _check_scalar(key, value)
+    if "networks" not in values:
+        values["networks"] = _networks(_read_toml(config_dir / "networks.toml"))
+    if "merchants" not in values:
+        values["merchants"] = _merchants(_read_toml(config_dir / "merchants.toml"))
+    return Settings(**values)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise SettingsError(f"configuration file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError(f"{path.name}: not valid TOML: {e}") from None
+
+
+def _from_env(key: str, raw: str) -> Any:
+    if _SCALAR_FIELDS[key].type in ("int", int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{ENV_PREFIX}{key.upper()}: expected an integer, got {raw!r}") from None
+    return raw
+
+
+def _check_scalar(key: str, value: Any) -> None:
+    if key in _INT_RANGES:
+        low, high = _INT_RANGES[key]
+        if type(value) is not int or not low <= value <= high:
+            raise SettingsError(f"{key}: expected an integer from {low} to {high}, got {value!r}")
+    elif not isinstance(value, str):
+        raise SettingsError(f"{key}: expected a string, got {value!r}")
+    if key == "redis_url" and value and not re.match(r"^(redis|rediss|unix)://", value):
+        raise SettingsError(f"redis_url: expected redis://, rediss:// or unix://, got {value!r}")
+
+
+def _require(table: Mapping[str, Any], key: str, where: str, kind: type) -> Any:
+    value = table.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise SettingsError(f"{where}.{key}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _networks(doc: Mapping[str, Any]) -> tuple[Network, ...]:
+    networks = []
+    for i, table in enumerate(doc.get("network", [])):
+        where = f"networks.toml network[{i}]"
+        prefix = _require(table, "prefix", where, str)
+        if not re.fullmatch(r"[0-9]{4}", prefix):
+            raise SettingsError(f"{where}.prefix: expected 4 digits, got {prefix!r}")
+        currency = _require(table, "currency", where, str)
+        if currency not in CURRENCIES:
+            raise SettingsError(f"{where}.currency: expected one of {sorted(CURRENCIES)}, got {currency!r}")
+        networks.append(
+            Network(
+                prefix=prefix,
+                id=_require(table, "id", where, str),
+                name=_require(table, "name", where, str),
+                home=_require(table, "home", where, bool),
+                currency=currency,
+                points_unit=_require(table, "points_unit", where, str),
+            )
+        )
+    if sum(n.home for n in networks) != 1:
+        raise SettingsError("networks.toml: exactly one network must have home = true")
+    for attr in ("prefix", "id"):
+        seen = [getattr(n, attr) for n in networks]
+        if len(seen) != len(set(seen)):
+            raise SettingsError(f"networks.toml: network {attr} values must be unique")
+    return tuple(networks)
+
+
+def _merchants(doc: Mapping[str, Any]) -> tuple[Merchant, ...]:
+    merchants = []
+    for i, table in enumerate(doc.get("merchant", [])):
+        where = f"merchants.toml merchant[{i}]"
+        currency = _require(table, "currency", where, str)
+        if currency not in CURRENCIES:
+            raise SettingsError(f"{where}.currency: expected one of {sorted(CURRENCIES)}, got {currency!r}")
+        cutoff = _require(table, "business_day_cutoff", where, str)
+        if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", cutoff):
+            raise SettingsError(f"{where}.business_day_cutoff: expected HH:MM, got {cutoff!r}")
+        stores = tuple(
+            Store(
+                id=_require(s, "id", f"{where}.store[{j}]", str),
+                name=_require(s, "name", f"{where}.store[{j}]", str),
+                terminals=tuple(_require(s, "terminals", f"{where}.store[{j}]", list)),
+            )
+            for j, s in enumerate(table.get("store", []))
+        )
+        merchants.append(
+            Merchant(
+                id=_require(table, "id", where, str),
+                name=_require(table, "name", where, str),
+                currency=currency,
+                time_zone=_require(table, "time_zone", where, str),
+                business_day_cutoff=cutoff,
+                receipt_width=_require(table, "receipt_width", where, int),
+                stores=stores,
+            )
+        )
+    return tuple(merchants)

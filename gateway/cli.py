@@ -4,6 +4,9 @@
     gateway keys status           which keys encrypt how many device secrets
     gateway keys rotate           new active key, re-encrypt every secret, no downtime
     gateway keys retire KEY_ID    drop a key no secret uses any more
+    gateway merchants create|add-store|add-terminal ...   register merchants, their stores and terminals
+    gateway merchants issue-key|revoke-key ...            signing keys; a new secret is printed only once
+    gateway merchants list|load-config                    show the registry; create what merchants.toml lists
     gateway redis                 run the bundled Redis in the foreground (Ctrl-C stops it)
 
 Settings come from `config/` and `POINTGATE_*` variables (see README).
@@ -17,6 +20,7 @@ import signal
 import sys
 from typing import Sequence
 
+from gateway import merchants_cli
 from gateway.audit import run_audit
 from gateway.embedded_redis import EmbeddedRedisError
 from gateway.keyring import KeyringError
@@ -35,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     key_commands.add_parser("rotate", help="make a fresh key active and re-encrypt every secret")
     retire = key_commands.add_parser("retire", help="remove a key that no secret uses")
     retire.add_argument("key_id")
+    merchants_cli.add_parser(commands)
     commands.add_parser("redis", help="run the bundled Redis in the foreground")
     args = parser.parse_args(argv)
     try:
@@ -100,7 +105,7 @@ def _run_redis(settings) -> int:
     return 0
 
 
-_COMMANDS = {"audit": _audit, "keys": _keys}
+_COMMANDS = {"audit": _audit, "keys": _keys, "merchants": merchants_cli.run}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -251,9 +251,10 @@ def match_step(
     produce a code that matches an older step: a stale screen (an app left
     open, a screenshot) proves the secret and is not a guess, so the caller
     declines it without counting it towards the slot's failed-guess lock.
-    A wrong OTP may be a guess and is counted. The lookback is bounded, so a
-    guesser gains nothing from it: a random guess lands in it with the same
-    1e-8 chance per step as in the window, and it never approves.
+    A wrong OTP may be a guess and is counted. A guesser gains nothing from
+    the lookback: an expired result never approves, and a random guess lands
+    in it with only lookback_steps x 1e-8 chance, so it is nearly always
+    counted.
     """
     if not 0 <= window_steps <= WINDOW_STEPS_MAX:
         raise ValueError(f"window_steps must be 0-{WINDOW_STEPS_MAX}, not {window_steps}")
@@ -267,7 +268,8 @@ def match_step(
         step = now_step + offset
         if step >= 0 and _otp_matches(code, secret, step):
             return "ok", step
-    # Newest first, so a screen that is barely stale is reported as such.
+    # Newest first: a stale screen is usually a step or two old, so this finds
+    # it after few HMACs.
     newest_expired = now_step - window_steps - 1
     for step in range(newest_expired, newest_expired - lookback_steps, -1):
         if step >= 0 and _otp_matches(code, secret, step):

@@ -82,3 +82,95 @@ def new_member_id(partition: int, random_hex: str) -> str:
     """A member id: `m`, the 3-digit partition, 12 random hex digits (never member data)."""
     partition_tag(partition)
     return f"m{partition:03d}{random_hex}"
+
+
+# -- merchant scope ----------------------------------------------------------
+# Everything about one merchant (its registry entry, keys, nonces, idempotency
+# keys, order references, batches) carries the tag {mc:<merchant_id>}.
+
+MERCHANTS_KEY = f"{PREFIX}:merchants"
+"""Set of every merchant id (administration only, never on the payment path)."""
+
+
+def merchant_tag(merchant_id: str) -> str:
+    return f"{{mc:{merchant_id}}}"
+
+
+def merchant_key(merchant_id: str) -> str:
+    """Hash: `name`, `currency`, `time_zone`, `business_day_cutoff`, `receipt_width`, `status`, `created_ms`."""
+    return f"{PREFIX}:{merchant_tag(merchant_id)}:merchant"
+
+
+def merchant_store_key(merchant_id: str, store_id: str) -> str:
+    """Hash: the store's `name`, `created_ms`."""
+    return f"{PREFIX}:{merchant_tag(merchant_id)}:store:{store_id}"
+
+
+def merchant_stores_key(merchant_id: str) -> str:
+    """Set of the merchant's store ids."""
+    return f"{PREFIX}:{merchant_tag(merchant_id)}:stores"
+
+
+def store_terminals_key(merchant_id: str, store_id: str) -> str:
+    """Set of the terminal ids of one store."""
+    return f"{PREFIX}:{merchant_tag(merchant_id)}:terminals:{store_id}"
+
+
+def signing_key_key(merchant_id: str, key_id: str) -> str:
+    """Hash: `status` (active, revoked), `secret` (AES-256-GCM), `created_ms`, `revoked_ms`."""
+    return f"{PREFIX}:{merchant_tag(merchant_id)}:key:{key_id}"
+
+
+def signing_keys_key(merchant_id: str) -> str:
+    """Set of the merchant's signing key ids, active and revoked."""
+    return f"{PREFIX}:{merchant_tag(merchant_id)}:keys"
+
+
+def nonce_key(merchant_id: str, nonce: str) -> str:
+    """String with an expiry: a request nonce seen inside the signature window."""
+    return f"{PREFIX}:{merchant_tag(merchant_id)}:nonce:{nonce}"
+
+
+def idempotency_key(merchant_id: str, key: str) -> str:
+    """Hash: `request_hash`, `state`, `response` (exact bytes), `created_ms`; expires after the retention."""
+    return f"{PREFIX}:{merchant_tag(merchant_id)}:idem:{key}"
+
+
+def order_key(merchant_id: str, order_ref: str) -> str:
+    """Hash: the latest sale's `payment_id` and `state` for an order reference, and `reversed`."""
+    return f"{PREFIX}:{merchant_tag(merchant_id)}:order:{order_ref}"
+
+
+def batch_key(merchant_id: str, store_id: str, terminal_id: str) -> str:
+    """Hash: the terminal's open `batch_no` and its `sale_`, `void_`, `refund_` counts and amounts."""
+    return f"{PREFIX}:{merchant_tag(merchant_id)}:batch:{store_id}:{terminal_id}"
+
+
+def batch_log_key(merchant_id: str, store_id: str, terminal_id: str) -> str:
+    """List: `batch_no|kind|payment_id|amount` for every movement of the open batch."""
+    return f"{PREFIX}:{merchant_tag(merchant_id)}:batchlog:{store_id}:{terminal_id}"
+
+
+def closed_batches_key(merchant_id: str, store_id: str, terminal_id: str) -> str:
+    """Hash: batch number -> JSON of the closed batch, for reconciliation."""
+    return f"{PREFIX}:{merchant_tag(merchant_id)}:batches:{store_id}:{terminal_id}"
+
+
+def payment_key(payment_id: str) -> str:
+    """Hash: one payment's record (see gateway/payments.py). Payment ids carry the member partition."""
+    return f"{PREFIX}:{partition_tag(partition_of_payment(payment_id))}:pay:{payment_id}"
+
+
+def refunds_key(payment_id: str) -> str:
+    """List: JSON of each refund of one payment, in order."""
+    return f"{PREFIX}:{partition_tag(partition_of_payment(payment_id))}:refunds:{payment_id}"
+
+
+def new_payment_id(partition: int, random_hex: str) -> str:
+    """`pay_`, the member's 3-digit partition, 16 random hex digits."""
+    partition_tag(partition)
+    return f"pay_{partition:03d}{random_hex}"
+
+
+def partition_of_payment(payment_id: str) -> int:
+    return int(payment_id[4:7])

@@ -20,8 +20,8 @@ from qrcode.constants import ERROR_CORRECT_M
 # Code 128 symbol; python-barcode's own default (2.54 mm) is less than that at
 # the module widths a phone screen needs.
 _QUIET_ZONE_MODULES: Final = 10
-# Print resolution for PNG output; 300 dpi keeps a 0.35 mm module above four
-# pixels, which scanners read reliably off a phone screen.
+# Resolution of the PNG output: at 300 dpi a 0.35 mm module is about four
+# pixels wide, so every bar has a clean edge when the phone shows it 1:1.
 _PNG_DPI: Final = 300
 _DIGIT_GROUP: Final = 4
 # Code 128 symbol values (ISO/IEC 15417): start symbols, and the switches
@@ -76,11 +76,8 @@ def _code128_options(code: str, module_width_mm: float, height_mm: float) -> dic
     # then the 13-module stop pattern.
     bar_modules = 11 * (len(code) // 2 + 2) + 13
     text_chars = len(_human_readable(code))
-    font_pt = min(
-        _FONT_PT_MAX,
-        _TEXT_WIDTH_SHARE * bar_modules * module_width_mm
-        / (text_chars * _FONT_ADVANCE_EM * _MM_PER_PT),
-    )
+    text_width_mm_max = _TEXT_WIDTH_SHARE * bar_modules * module_width_mm
+    font_pt = min(_FONT_PT_MAX, text_width_mm_max / (text_chars * _FONT_ADVANCE_EM * _MM_PER_PT))
     return {
         "module_width": module_width_mm,
         "module_height": height_mm,
@@ -94,7 +91,7 @@ def code128_png(code: str, *, module_width_mm: float = 0.35, height_mm: float = 
     """Code 128 (set C) of `code` as a PNG, digits printed underneath."""
     _check_digits(code)
     buffer = io.BytesIO()
-    # Greyscale, not RGB: a third of the bytes, and the text stays anti-aliased.
+    # Greyscale, not RGB: about half the bytes, and the text stays anti-aliased.
     symbol = _Code128(code, writer=ImageWriter(format="PNG", mode="L", dpi=_PNG_DPI))
     options = _code128_options(code, module_width_mm, height_mm)
     symbol.write(buffer, options, _human_readable(code))
@@ -119,5 +116,5 @@ def qr_png(text: str, *, box_size: int = 8, border: int = 4) -> bytes:
     qr.add_data(text)
     qr.make(fit=True)
     buffer = io.BytesIO()
-    qr.make_image().save(buffer)
+    qr.make_image().save(buffer, format="PNG")
     return buffer.getvalue()

@@ -78,6 +78,7 @@ class Settings:
     # [limits]
     amount_max_krw: int = 2_000_000
     member_daily_points_max: int = 3_000_000
+    member_day_time_zone: str = "Asia/Seoul"
     # networks.toml and merchants.toml
     networks: tuple[Network, ...] = ()
     merchants: tuple[Merchant, ...] = ()

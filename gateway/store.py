@@ -20,17 +20,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-SCRIPT_NAMES = (
-    "member_create",
-    "credit",
-    "debit",
-    "hold",
-    "hold_finish",
-    "enrol",
-    "verify",
-    "device_status",
-    "rekey",
-)
+LIBRARY = "lib"
+
+
+def script_names() -> tuple[str, ...]:
+    """Every `.lua` file in `gateway/lua/` except the library is a script."""
+    lua = resources.files("gateway") / "lua"
+    return tuple(sorted(p.name[:-4] for p in lua.iterdir() if p.name.endswith(".lua") and p.name != LIBRARY + ".lua"))
 
 
 def connect(url: str, socket_timeout_s: float, max_connections: int = 64) -> aioredis.Redis:
@@ -48,7 +44,7 @@ def connect(url: str, socket_timeout_s: float, max_connections: int = 64) -> aio
 
 def script_source(name: str) -> str:
     lua = resources.files("gateway") / "lua"
-    return (lua / "lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    return (lua / f"{LIBRARY}.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 
 class Store:
@@ -56,7 +52,7 @@ class Store:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
-        self._scripts = {name: client.register_script(script_source(name)) for name in SCRIPT_NAMES}
+        self._scripts = {name: client.register_script(script_source(name)) for name in script_names()}
 
     async def load_scripts(self) -> None:
         """Load every script now, so the first payment does not pay for it."""

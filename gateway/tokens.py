@@ -114,7 +114,7 @@ class TokenService:
         self.home = settings.home_network
         self._randbelow = randbelow
         self._token_bytes = token_bytes
-        self._secrets: OrderedDict[int, bytes] = OrderedDict()
+        self._devices: OrderedDict[int, tuple[bytes, str]] = OrderedDict()
 
     # -- members and devices -------------------------------------------------
 
@@ -140,7 +140,7 @@ class TokenService:
                 [slot, member_id, key_id, sealed, _now_ms()],
             )
             if reply[0] == "ok":
-                self._remember(slot, secret)
+                self._remember(slot, secret, member_id)
                 return Enrolment(member_id, slot, secret, self.provisioning_uri(slot, secret))
             if reply[0] != "slot_taken":
                 raise TokenError(reply[0])
@@ -171,22 +171,27 @@ class TokenService:
 
     # -- secrets -------------------------------------------------------------
 
-    def _remember(self, slot: int, secret: bytes) -> None:
-        self._secrets[slot] = secret
-        self._secrets.move_to_end(slot)
-        while len(self._secrets) > SECRET_CACHE_ENTRIES_MAX:
-            self._secrets.popitem(last=False)
+    def _remember(self, slot: int, secret: bytes, member_id: str) -> None:
+        self._devices[slot] = (secret, member_id)
+        self._devices.move_to_end(slot)
+        while len(self._devices) > SECRET_CACHE_ENTRIES_MAX:
+            self._devices.popitem(last=False)
 
-    async def _secret(self, slot: int) -> bytes | None:
-        secret = self._secrets.get(slot)
-        if secret is not None:
-            return secret
-        key_id, sealed = await self.store.redis.hmget(keyspace.device_key(slot), "key_id", "secret")
+    async def device(self, slot: int) -> tuple[bytes, str] | None:
+        """(secret, member id) of an enrolled slot, from the cache or decrypted from storage.
+
+        Neither ever changes for a slot, so the cache needs no invalidation;
+        the slot's status is checked by the scripts, never from here.
+        """
+        cached = self._devices.get(slot)
+        if cached is not None:
+            return cached
+        key_id, sealed, member_id = await self.store.redis.hmget(keyspace.device_key(slot), "key_id", "secret", "member_id")
         if sealed is None:
             return None
         secret = self.keyring.decrypt(key_id, sealed, _aad(slot))
-        self._remember(slot, secret)
-        return secret
+        self._remember(slot, secret, member_id)
+        return secret, member_id
 
     # -- codes ---------------------------------------------------------------
 
@@ -206,19 +211,21 @@ class TokenService:
         code = self.check_format(text)
         if isinstance(code, Outcome):
             return Verification(code)
-        secret = await self._secret(code.slot)
-        if secret is None:
+        device = await self.device(code.slot)
+        if device is None:
             return Verification(Outcome.UNKNOWN_SLOT, slot=code.slot)
+        args = self.verify_args(code, device[0], now_s)
+        reply = await self.store.run("verify", [keyspace.device_key(code.slot), keyspace.used_codes_key(code.slot)], args)
+        step = None if args[0] == "wrong_otp" else int(args[1]) // 10
+        return Verification(Outcome(reply[0]), reply[1] or None, code.slot, step, code.seq)
+
+    def verify_args(self, code: codes.PaymentCode, secret: bytes, now_s: int) -> list[object]:
+        """The arguments of `verify_code` in lib.lua: OTP outcome, counter, failures max, oldest counter."""
         s = self.settings
         otp_outcome, step = codes.match_step(code, secret, now_s, s.code_step_s, s.code_window_steps, s.code_lookback_steps)
         counter = codes.code_counter(step, code.seq) if step is not None else 0
-        oldest = codes.code_counter(codes.step_of(now_s, s.code_step_s) - s.code_window_steps, 0)
-        reply = await self.store.run(
-            "verify",
-            [keyspace.device_key(code.slot), keyspace.used_codes_key(code.slot)],
-            [otp_outcome, counter, s.slot_failures_max, oldest],
-        )
-        return Verification(Outcome(reply[0]), reply[1] or None, code.slot, step, code.seq)
+        oldest = codes.code_counter(max(0, codes.step_of(now_s, s.code_step_s) - s.code_window_steps), 0)
+        return [str(otp_outcome), counter, s.slot_failures_max, oldest]
 
     async def issue_code(self, slot: int, now_s: int) -> IssuedCode:
         """The code a device should show now: the current step's lowest unused seq.
@@ -231,8 +238,9 @@ class TokenService:
             raise TokenError("unknown_slot")
         if status != "active":
             raise TokenError(status)
-        secret = await self._secret(slot)
-        assert secret is not None, "device hash exists, so its secret does"
+        device = await self.device(slot)
+        assert device is not None, "the device hash exists, so its secret does"
+        secret = device[0]
         s = self.settings
         step = codes.step_of(now_s, s.code_step_s)
         used = await self.store.redis.zrangebyscore(

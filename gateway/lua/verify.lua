@@ -10,27 +10,5 @@
 -- ARGV[2] code counter (step * 10 + seq)  ARGV[3] failures max
 -- ARGV[4] oldest counter still inside the window (older burns are trimmed)
 -- Returns {outcome, member id or false, failures}.
-local device = redis.call('HMGET', KEYS[1], 'status', 'member_id')
-local status, member_id = device[1], device[2]
-if not status then return {'unknown_slot', false, 0} end
-if status ~= 'active' then return {status, false, 0} end
-
-if ARGV[1] == 'wrong_otp' then
-  local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-  if failures >= tonumber(ARGV[3]) then
-    redis.call('HSET', KEYS[1], 'status', 'locked')
-    return {'locked', false, failures}
-  end
-  return {'wrong_otp', false, failures}
-end
--- A code that matches an older step proves the secret (a stale screen), so it
--- is not a guess and does not count toward the lock.
-if ARGV[1] == 'expired' then return {'expired', false, 0} end
-if ARGV[1] ~= 'ok' then return {'invalid_outcome', false, 0} end
-
-if redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[2]) == 0 then
-  return {'replayed', false, 0}
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
-redis.call('HSET', KEYS[1], 'failures', 0)
-return {'ok', member_id, 0}
+local outcome, member_id, failures = verify_code(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+return {outcome, member_id, failures}

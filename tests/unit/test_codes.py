@@ -82,7 +82,9 @@ def test_luhn_valid_rejects_a_wrong_check_digit(code: str) -> None:
     assert False is luhn_valid(code)
 
 
-@pytest.mark.parametrize("code", ["", "7", "7992739871３", "٧٩٩٢٧٣٩٨٧١٣", " 79927398713", "7992-7398713"])
+@pytest.mark.parametrize(
+    "code", ["", "7", "7992739871３", "٧٩٩٢٧٣٩٨٧١٣", " 79927398713", "7992-7398713"]
+)
 def test_luhn_valid_rejects_what_is_not_ascii_digits(code: str) -> None:
     """Luhn validity needs at least two ASCII digits and nothing else."""
     assert False is luhn_valid(code)
@@ -281,9 +283,13 @@ def test_step_length_must_be_positive() -> None:
 # Verification
 
 
-def _match(code: PaymentCode, now_s: int = NOW_S, secret: bytes = SECRET,
-           window_steps: int = WINDOW_STEPS, lookback_steps: int = LOOKBACK_STEPS
-           ) -> tuple[str, int | None]:
+def _match(
+    code: PaymentCode,
+    now_s: int = NOW_S,
+    secret: bytes = SECRET,
+    window_steps: int = WINDOW_STEPS,
+    lookback_steps: int = LOOKBACK_STEPS,
+) -> tuple[str, int | None]:
     return match_step(code, secret, now_s, STEP_S, window_steps, lookback_steps)
 
 
@@ -350,6 +356,16 @@ def test_the_seq_digit_is_part_of_what_the_otp_proves() -> None:
     relabelled = PaymentCode(genuine.issuer, genuine.kind, genuine.slot, 4, genuine.otp)
     assert ("ok", NOW_STEP) == _match(genuine)
     assert ("wrong_otp", None) == _match(relabelled)
+
+
+@pytest.mark.parametrize("position", range(8))
+def test_every_otp_digit_must_match(position: int) -> None:
+    """An otp that differs from the genuine one in any single digit is wrong_otp."""
+    genuine = _code_at(NOW_STEP)
+    digit = str((int(genuine.otp[position]) + 1) % 10)
+    otp = genuine.otp[:position] + digit + genuine.otp[position + 1 :]
+    altered = PaymentCode(genuine.issuer, genuine.kind, genuine.slot, genuine.seq, otp)
+    assert ("wrong_otp", None) == _match(altered)
 
 
 def test_steps_before_the_epoch_are_never_tried() -> None:

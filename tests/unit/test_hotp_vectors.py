@@ -73,7 +73,9 @@ def test_totp_matches_rfc6238_appendix_b(now_s: int, digest: str, expected: str)
 
 
 @pytest.mark.parametrize(("now_s", "digest", "expected"), RFC6238_TOTP)
-def test_hotp_at_the_rfc6238_counter_equals_the_totp(now_s: int, digest: str, expected: str) -> None:
+def test_hotp_at_the_rfc6238_counter_equals_the_totp(
+    now_s: int, digest: str, expected: str
+) -> None:
     """The RFC 6238 values are HOTP at the counter T the RFC lists for each time."""
     assert expected == hotp(RFC6238_SEEDS[digest], RFC6238_STEPS[now_s], 8, digest)
 

@@ -111,8 +111,9 @@ def test_qr_png_carries_arbitrary_text() -> None:
 def _svg_bars_as_png(svg: bytes, px_per_mm: int = 12) -> bytes:
     """Paint the SVG's black rectangles into a PNG, so the SVG itself can be scanned."""
     root = ElementTree.fromstring(svg)
-    image = Image.new("L", (round(_mm(root.attrib["width"]) * px_per_mm),
-                            round(_mm(root.attrib["height"]) * px_per_mm)), 255)
+    width = round(_mm(root.attrib["width"]) * px_per_mm)
+    height = round(_mm(root.attrib["height"]) * px_per_mm)
+    image = Image.new("L", (width, height), 255)
     draw = ImageDraw.Draw(image)
     for rect in root.iter(f"{SVG_NS}rect"):
         if "fill:black" not in rect.attrib.get("style", ""):

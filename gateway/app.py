@@ -1,0 +1,307 @@
+"""The aiohttp application: `create_app(settings)` wires everything.
+
+Resources are `cleanup_ctx` entries (Redis, the services); middlewares give
+every request an id, turn every error into problem+json, and write one
+structured log line and the metrics. Merchant routes verify the request
+signature before anything else and answer only about the caller's own
+payments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+from typing import Any, Awaitable, Callable
+
+import msgspec
+import redis.exceptions
+from aiohttp import web
+
+from gateway import payments, signing
+from gateway.keyring import Keyring
+from gateway.ledger import Ledger
+from gateway.merchants import MerchantRegistry
+from gateway.metrics import Metrics
+from gateway.openapi import openapi_document
+from gateway.payment_service import Answer, Caller, PaymentService
+from gateway.problems import Problem
+from gateway.runtime import redis_server
+from gateway.settings import Settings
+from gateway.store import Store, connect
+from gateway.tokens import TokenService
+
+log = logging.getLogger("pointgate.access")
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+PAYMENTS = web.AppKey("payments", PaymentService)
+MERCHANTS = web.AppKey("merchants", MerchantRegistry)
+TOKENS = web.AppKey("tokens", TokenService)
+METRICS = web.AppKey("metrics", Metrics)
+
+REQUEST_ID = web.RequestKey("request_id", str)
+OUTCOME = web.RequestKey("outcome", str)
+MERCHANT_ID = web.RequestKey("merchant_id", str)
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{8,128}$")
+TERMINAL_CACHE_TTL_S = 5.0  # a removed terminal is refused by every process within 5 s
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# -- middlewares --------------------------------------------------------------
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, problem+json for every error, one access log line, metrics."""
+    started = time.perf_counter()
+    offered = request.headers.get("X-Request-Id", "")
+    request_id = offered if REQUEST_ID_RE.match(offered) else "req_" + secrets.token_hex(8)
+    request[REQUEST_ID] = request_id
+    request[OUTCOME] = ""
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    try:
+        try:
+            response = await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            raise Problem("body_too_large", f"the body limit is {request.app[SETTINGS].body_bytes_max} bytes")
+        except web.HTTPNotFound:
+            raise Problem("not_found", f"no route {request.path}")
+        except web.HTTPMethodNotAllowed:
+            raise Problem("method_not_allowed", f"{request.method} is not allowed on {request.path}")
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError):
+            raise Problem("storage_unavailable")
+    except Problem as problem:
+        response = problem.response(request_id, request.path)
+        request[OUTCOME] = problem.code
+    except Exception:
+        logging.getLogger("pointgate").exception("unhandled error in %s %s (request %s)", request.method, route, request_id)
+        response = Problem("internal_error").response(request_id, request.path)
+        request[OUTCOME] = "internal_error"
+    response.headers["X-Request-Id"] = request_id
+    elapsed_s = time.perf_counter() - started
+    request.app[METRICS].observe(route, request.method, response.status, request[OUTCOME], elapsed_s)
+    log.info(json.dumps({
+        "request_id": request_id, "method": request.method, "route": route, "status": response.status,
+        "outcome": request[OUTCOME], "merchant_id": request.get(MERCHANT_ID, ""),
+        "duration_ms": round(elapsed_s * 1000, 2),
+    }))
+    return response
+
+
+# -- merchant authentication ---------------------------------------------------
+
+
+class TerminalCache:
+    """Merchants and which (merchant, store, terminal) exist, remembered for a few
+    seconds per process, so a sale needs no registry round trip."""
+
+    def __init__(self, registry: MerchantRegistry, now: Callable[[], float] = time.monotonic) -> None:
+        self.registry = registry
+        self.now = now
+        self._seen: dict[tuple[str, str, str], tuple[bool, float]] = {}
+        self._merchants: dict[str, tuple[Any, float]] = {}
+
+    async def merchant(self, merchant_id: str) -> Any:
+        hit = self._merchants.get(merchant_id)
+        if hit and hit[1] > self.now():
+            return hit[0]
+        info = await self.registry.merchant(merchant_id)
+        if len(self._merchants) > 10_000:
+            self._merchants.clear()
+        self._merchants[merchant_id] = (info, self.now() + TERMINAL_CACHE_TTL_S)
+        return info
+
+    async def belongs(self, merchant_id: str, store_id: str, terminal_id: str) -> bool:
+        key = (merchant_id, store_id, terminal_id)
+        hit = self._seen.get(key)
+        if hit and hit[1] > self.now():
+            return hit[0]
+        belongs = await self.registry.terminal_belongs(merchant_id, store_id, terminal_id)
+        if len(self._seen) > 100_000:
+            self._seen.clear()
+        self._seen[key] = (belongs, self.now() + TERMINAL_CACHE_TTL_S)
+        return belongs
+
+
+TERMINALS = web.AppKey("terminals", TerminalCache)
+
+
+async def authenticate(request: web.Request, body: bytes) -> Caller:
+    """Verify the merchant's signature; raise Problem naming what is wrong."""
+    try:
+        parsed = signing.parse_signature_headers(request.headers)
+        secret = await request.app[MERCHANTS].signing_secret(parsed.merchant_id, parsed.key_id)
+        signing.check_signature(parsed, request.method, request.raw_path, body, secret, int(time.time()))
+    except signing.SignatureError as e:
+        extra = {"server_time": e.server_time_s} if e.server_time_s is not None else {}
+        raise Problem(e.code, e.message, **extra) from None
+    merchant = await request.app[TERMINALS].merchant(parsed.merchant_id)
+    if merchant is None:
+        raise Problem("unknown_key")
+    request[MERCHANT_ID] = parsed.merchant_id
+    return Caller(parsed.merchant_id, parsed.key_id, parsed.nonce, merchant.currency, merchant.time_zone, merchant.business_day_cutoff)
+
+
+def decode(body: bytes, kind: type[Any], request: web.Request) -> Any:
+    if body and not request.content_type == "application/json":
+        raise Problem("unsupported_media_type", f"got {request.content_type}")
+    try:
+        return msgspec.json.decode(body or b"{}", type=kind)
+    except msgspec.ValidationError as e:
+        raise Problem("invalid_request", str(e)) from None
+    except msgspec.DecodeError as e:
+        raise Problem("invalid_json", str(e)) from None
+
+
+def idempotency_key(request: web.Request) -> str:
+    key = request.headers.get("Idempotency-Key", "")
+    if not IDEMPOTENCY_KEY_RE.match(key):
+        raise Problem("idempotency_key_missing", "send an Idempotency-Key of 8-128 characters of A-Z a-z 0-9 _ . : -")
+    return key
+
+
+async def check_terminal(request: web.Request, caller: Caller, store_id: str, terminal_id: str) -> None:
+    if not await request.app[TERMINALS].belongs(caller.merchant_id, store_id, terminal_id):
+        raise Problem("unknown_terminal", f"store {store_id!r} terminal {terminal_id!r} is not registered for {caller.merchant_id}")
+
+
+def respond(request: web.Request, answer: Answer) -> web.Response:
+    request[OUTCOME] = answer.outcome
+    response = web.Response(body=answer.body, status=answer.status, content_type="application/json")
+    if answer.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+async def signed_write(request: web.Request, kind: type[Any]) -> tuple[Caller, Any, str, str, bytes]:
+    body = await request.read()
+    caller = await authenticate(request, body)
+    key = idempotency_key(request)
+    parsed = decode(body, kind, request)
+    return caller, parsed, key, payments.request_hash(request.method, request.raw_path, body), body
+
+
+# -- handlers -------------------------------------------------------------------
+
+
+async def create_payment(request: web.Request) -> web.Response:
+    caller, sale, key, digest, _ = await signed_write(request, payments.SaleRequest)
+    await check_terminal(request, caller, sale.store_id, sale.terminal_id)
+    started = time.perf_counter()
+    answer = await request.app[PAYMENTS].sale(caller, sale, key, digest)
+    request.app[METRICS].authorisation(time.perf_counter() - started, answer.outcome)
+    return respond(request, answer)
+
+
+async def get_payment(request: web.Request) -> web.Response:
+    caller = await authenticate(request, await request.read())
+    await request.app[PAYMENTS].burn_nonce(caller)
+    return respond(request, await request.app[PAYMENTS].get(caller, request.match_info["payment_id"]))
+
+
+async def find_payment(request: web.Request) -> web.Response:
+    caller = await authenticate(request, await request.read())
+    order_ref = request.query.get("order_ref", "")
+    if not order_ref:
+        raise Problem("invalid_request", "give ?order_ref=<the terminal's order reference>")
+    await request.app[PAYMENTS].burn_nonce(caller)
+    return respond(request, await request.app[PAYMENTS].find_by_order_ref(caller, order_ref))
+
+
+async def cancel_payment(request: web.Request) -> web.Response:
+    caller, body, key, digest, _ = await signed_write(request, payments.CancelRequest)
+    await check_terminal(request, caller, body.store_id, body.terminal_id)
+    return respond(request, await request.app[PAYMENTS].cancel(caller, request.match_info["payment_id"], body, key, digest))
+
+
+async def refund_payment(request: web.Request) -> web.Response:
+    caller, body, key, digest, _ = await signed_write(request, payments.RefundRequest)
+    await check_terminal(request, caller, body.store_id, body.terminal_id)
+    return respond(request, await request.app[PAYMENTS].refund(caller, request.match_info["payment_id"], body, key, digest))
+
+
+async def create_reversal(request: web.Request) -> web.Response:
+    caller, body, key, digest, _ = await signed_write(request, payments.ReversalRequest)
+    await check_terminal(request, caller, body.store_id, body.terminal_id)
+    return respond(request, await request.app[PAYMENTS].reverse(caller, body, key, digest))
+
+
+async def close_batch(request: web.Request) -> web.Response:
+    caller, body, key, digest, _ = await signed_write(request, payments.BatchRequest)
+    terminal_id = request.match_info["terminal_id"]
+    await check_terminal(request, caller, body.store_id, terminal_id)
+    return respond(request, await request.app[PAYMENTS].close_batch(caller, terminal_id, body, key, digest))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    try:
+        ready = bool(await store.redis.ping()) and await store.scripts_loaded()
+    except redis.exceptions.RedisError:
+        ready = False
+    return web.json_response({"status": "ready" if ready else "not_ready", "redis": ready}, status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+ROUTES: tuple[tuple[str, str, Handler], ...] = (
+    ("POST", "/v1/payments", create_payment),
+    ("GET", "/v1/payments", find_payment),
+    ("GET", "/v1/payments/{payment_id}", get_payment),
+    ("POST", "/v1/payments/{payment_id}/cancel", cancel_payment),
+    ("POST", "/v1/payments/{payment_id}/refunds", refund_payment),
+    ("POST", "/v1/reversals", create_reversal),
+    ("POST", "/v1/terminals/{terminal_id}/batches", close_batch),
+    ("GET", "/healthz", healthz),
+    ("GET", "/readyz", readyz),
+    ("GET", "/metrics", metrics),
+    ("GET", "/openapi.json", openapi),
+)
+
+
+# -- composition --------------------------------------------------------------
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[request_context], client_max_size=settings.body_bytes_max)
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    app.cleanup_ctx.append(_services)
+    return app
+
+
+async def _services(app: web.Application):
+    """Redis (the bundled one when no REDIS_URL), the store and the services on it."""
+    settings = app[SETTINGS]
+    with redis_server(settings) as (url, _server):
+        store = Store(connect(url, settings.redis_socket_timeout_s, max_connections=256))
+        await store.load_scripts()
+        keyring = Keyring.load(settings.keyring_path)
+        tokens = TokenService(store, Ledger(store), keyring, settings)
+        registry = MerchantRegistry(store, keyring)
+        app[STORE], app[TOKENS], app[MERCHANTS] = store, tokens, registry
+        app[TERMINALS] = TerminalCache(registry)
+        app[PAYMENTS] = PaymentService(store, tokens, settings)
+        try:
+            yield
+        finally:
+            await store.close()

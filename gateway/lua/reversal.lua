@@ -1,0 +1,51 @@
+-- Reverse by the terminal's own order reference, for a sale whose answer
+-- never arrived. Marks the order reference reversed, so a sale arriving
+-- later with it declines ('reversal wins'), and gives back whatever the
+-- payment still holds (all of it, less any refunds).
+-- Guarantees: the caller read the order's payment id before; if a sale
+-- slipped in since, the script answers 'retry' and changes nothing. Points
+-- go back at most once per payment.
+-- Merchant scope: KEYS[1] nonce  KEYS[2] signing key  KEYS[3] idempotency key
+--   KEYS[4] order reference  KEYS[5] terminal batch  KEYS[6] terminal batch log
+-- Member scope (only when the order has a payment): KEYS[7] member  KEYS[8] journal
+--   KEYS[9] entry index  KEYS[10] payment
+-- ARGV[1] nonce ttl s  ARGV[2] request hash  ARGV[3] idempotency ttl s  ARGV[4] now ms
+-- ARGV[5] merchant id  ARGV[6] order ref  ARGV[7] payment id read before ('' if none)
+-- ARGV[8] states a reversal gives points back from  ARGV[9] store id  ARGV[10] terminal id
+-- Returns {'done', reversal JSON}, {'replay', reversal JSON}, {'retry'} or {error code}.
+local stored = redis.call('HMGET', KEYS[3], 'request_hash', 'state')
+if not stored[1] then
+  -- Only a fresh request checks the order; a retry is answered by claim_request.
+  if (redis.call('HGET', KEYS[4], 'payment_id') or '') ~= ARGV[7] then return {'retry'} end
+end
+local early = claim_request(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+if early then return early end
+
+redis.call('HSET', KEYS[4], 'reversed', '1', 'reversed_ms', ARGV[4])
+local outcome = 'recorded'
+local payment_json = false
+if ARGV[7] ~= '' then
+  local payment = redis.call('HMGET', KEYS[10], 'state', 'points', 'refunded_points', 'unit', 'member_id', 'amount', 'refunded_amount')
+  outcome = 'nothing_to_reverse'
+  if state_in(payment[1], ARGV[8]) then
+    local points = tonumber(payment[2]) - tonumber(payment[3])
+    local points_text = string.format('%d', points)
+    if points > 0 then
+      redis.call('HINCRBY', KEYS[7], 'available', points_text)
+      journal_append(KEYS[8], KEYS[9], 'reversal:' .. ARGV[7], 'reversal', {
+        posting('merchant:' .. ARGV[5], payment[4], '-', points_text),
+        posting('member:' .. payment[5], payment[4], '', points_text),
+      }, cjson.encode({payment_id = ARGV[7], merchant_id = ARGV[5], order_ref = ARGV[6]}), ARGV[4])
+    end
+    redis.call('HSET', KEYS[10], 'state', 'reversed', 'reversed_ms', ARGV[4],
+      'balance_after', redis.call('HGET', KEYS[7], 'available'))
+    batch_record(KEYS[5], KEYS[6], 'void', ARGV[7],
+      string.format('%d', tonumber(payment[6]) - tonumber(payment[7])))
+    outcome = 'reversed'
+  end
+  payment_json = hash_json(KEYS[10])
+end
+local response = cjson.encode({order_ref = ARGV[6], outcome = outcome, payment = payment_json,
+  store_id = ARGV[9], terminal_id = ARGV[10], created_ms = ARGV[4]})
+finish_request(KEYS[3], ARGV[2], response, ARGV[3], ARGV[4])
+return {'done', response}

@@ -1,0 +1,222 @@
+"""The OpenAPI 3.1 document served at `/openapi.json`.
+
+Request schemas come from the same msgspec types the handlers decode with,
+so the document cannot drift from validation; response shapes are declared
+here as types too, and the tests validate real responses and every example
+against them.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import msgspec
+
+from gateway import payments
+from gateway.problems import PROBLEMS
+
+
+class Decline(msgspec.Struct):
+    code: str
+    message: str
+    message_ko: str
+
+
+class Payment(msgspec.Struct):
+    payment_id: str
+    status: payments.State
+    decline: Decline | None
+    amount: int
+    currency: str
+    points: int
+    balance_after: int | None
+    approval_code: str | None
+    merchant_id: str
+    store_id: str
+    terminal_id: str
+    order_ref: str
+    business_day: str
+    refunded_amount: int
+    refunded_points: int
+    created_at: str
+
+
+class Refund(msgspec.Struct):
+    refund_id: str
+    payment_id: str
+    amount: int
+    points: int
+    balance_after: int
+    reason: str
+    created_at: str
+
+
+class PaymentWithRefunds(Payment):
+    refunds: list[Refund]
+
+
+class RefundResult(msgspec.Struct):
+    refund: Refund
+    payment: Payment
+
+
+class ReversalResult(msgspec.Struct):
+    order_ref: str
+    outcome: str
+    payment: Payment | None
+
+
+class BatchTotals(msgspec.Struct):
+    sale_count: int
+    sale_amount: int
+    void_count: int
+    void_amount: int
+    refund_count: int
+    refund_amount: int
+
+
+class BatchResult(msgspec.Struct):
+    batch_no: int
+    status: str
+    gateway: BatchTotals
+    terminal: BatchTotals
+    differences: list[dict[str, Any]]
+    next_batch_no: int
+
+
+class ProblemDetails(msgspec.Struct):
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str
+    instance: str
+    request_id: str
+    retryable: bool
+    fault: str
+
+
+_APPROVED = {
+    "payment_id": "pay_62275aed6dc14cb0a1", "status": "approved", "decline": None, "amount": 4500,
+    "currency": "KRW", "points": 4500, "balance_after": 7500, "approval_code": "042117",
+    "merchant_id": "gs25", "store_id": "gs25-gangnam-01", "terminal_id": "t1", "order_ref": "POS1-20261201-0042",
+    "business_day": "2026-12-01", "refunded_amount": 0, "refunded_points": 0, "created_at": "2026-12-01T03:14:15.926Z",
+}
+_DECLINED = dict(_APPROVED, status="declined", points=0, balance_after=None, approval_code=None, decline={
+    "code": "insufficient_points", "message": payments.DECLINES["insufficient_points"][0],
+    "message_ko": payments.DECLINES["insufficient_points"][1]})
+_REFUND = {"refund_id": "rf_5c0f2a9d11e4b7a3", "payment_id": _APPROVED["payment_id"], "amount": 1500, "points": 1500,
+           "balance_after": 9000, "reason": "one item returned", "created_at": "2026-12-01T03:20:00.000Z"}
+_TOTALS = {"sale_count": 12, "sale_amount": 54000, "void_count": 1, "void_amount": 3000, "refund_count": 0, "refund_amount": 0}
+
+SIGNED = [{"pointgateSignature": []}]
+MERCHANT_HEADERS = [
+    {"name": "Idempotency-Key", "in": "header", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{8,128}$"},
+     "description": "one per operation; a retry sends the same key and body and gets the same response"},
+    {"name": "X-Request-Id", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 64},
+     "description": "echoed back; generated when absent"},
+]
+
+# (method, path, summary, request type, success status, response type, example, problem codes)
+OPERATIONS: tuple[tuple[str, str, str, type | None, int, type, Any, tuple[str, ...]], ...] = (
+    ("post", "/v1/payments", "Sale: authorise a scanned code and debit points", payments.SaleRequest, 201, Payment,
+     {"approved": _APPROVED, "declined": _DECLINED},
+     ("invalid_json", "invalid_request", "unsupported_media_type", "body_too_large", "idempotency_key_missing",
+      "idempotency_mismatch", "idempotency_in_progress", "amount_above_maximum", "currency_mismatch",
+      "currency_not_supported", "order_ref_in_use", "unknown_terminal")),
+    ("get", "/v1/payments", "Find a payment by the terminal's order reference", None, 200, PaymentWithRefunds,
+     {"found": dict(_APPROVED, refunds=[])}, ("invalid_request", "payment_not_found")),
+    ("get", "/v1/payments/{payment_id}", "Get one payment with its refunds", None, 200, PaymentWithRefunds,
+     {"refunded_in_part": dict(_APPROVED, status="partially_refunded", refunded_amount=1500, refunded_points=1500, refunds=[_REFUND])},
+     ("payment_not_found",)),
+    ("post", "/v1/payments/{payment_id}/cancel", "Cancel (void) a payment on its business day", payments.CancelRequest, 200, Payment,
+     {"cancelled": dict(_APPROVED, status="cancelled", balance_after=12000)},
+     ("invalid_request", "idempotency_key_missing", "idempotency_mismatch", "payment_not_found", "invalid_state",
+      "cancel_window_closed", "unknown_terminal")),
+    ("post", "/v1/payments/{payment_id}/refunds", "Refund part or all of a payment", payments.RefundRequest, 201, RefundResult,
+     {"partial": {"refund": _REFUND, "payment": dict(_APPROVED, status="partially_refunded", refunded_amount=1500,
+                                                     refunded_points=1500, balance_after=9000)}},
+     ("invalid_request", "idempotency_key_missing", "idempotency_mismatch", "payment_not_found", "invalid_state",
+      "refund_exceeds_payment", "unknown_terminal")),
+    ("post", "/v1/reversals", "Reverse by order reference when the sale's answer never arrived", payments.ReversalRequest,
+     200, ReversalResult,
+     {"reversed": {"order_ref": "POS1-20261201-0042", "outcome": "reversed", "payment": dict(_APPROVED, status="reversed", balance_after=12000)},
+      "before_the_sale": {"order_ref": "POS1-20261201-0043", "outcome": "recorded", "payment": None}},
+     ("invalid_request", "idempotency_key_missing", "idempotency_mismatch", "idempotency_in_progress", "unknown_terminal")),
+    ("post", "/v1/terminals/{terminal_id}/batches", "Close the terminal's batch and compare totals", payments.BatchRequest,
+     200, BatchResult,
+     {"matched": {"batch_no": 3, "status": "matched", "gateway": _TOTALS, "terminal": _TOTALS, "differences": [], "next_batch_no": 4}},
+     ("invalid_request", "idempotency_key_missing", "idempotency_mismatch", "unknown_terminal")),
+)
+OPS_ROUTES = (
+    ("/healthz", "Liveness: the process answers"),
+    ("/readyz", "Readiness: Redis reachable and scripts loaded"),
+    ("/metrics", "Prometheus metrics of this process"),
+    ("/openapi.json", "This document"),
+)
+AUTH_PROBLEMS = ("signature_missing", "bad_signature", "timestamp_out_of_window", "unknown_key", "nonce_replayed",
+                 "storage_unavailable", "internal_error")
+
+
+def _problem_example(code: str) -> dict[str, Any]:
+    kind = PROBLEMS[code]
+    return {"type": f"https://pointgate.dev/problems/{code}", "title": kind.title, "status": kind.status, "code": code,
+            "detail": kind.title, "instance": "/v1/payments", "request_id": "req_9f2c4e1a7b3d5f60",
+            "retryable": kind.retryable, "fault": kind.fault}
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    types = [t for op in OPERATIONS for t in (op[3], op[5]) if t is not None] + [ProblemDetails]
+    _, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    for op in OPERATIONS:
+        if op[3] is not None:
+            components[op[3].__name__]["additionalProperties"] = False
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, summary, request_type, status, response_type, examples, problems in OPERATIONS:
+        codes = sorted(set(problems) | set(AUTH_PROBLEMS))
+        by_status: dict[int, list[str]] = {}
+        for code in codes:
+            by_status.setdefault(PROBLEMS[code].status, []).append(code)
+        responses: dict[str, Any] = {
+            str(status): {"description": summary, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{response_type.__name__}"},
+                "examples": {name: {"value": value} for name, value in examples.items()}}}},
+        }
+        for problem_status, problem_codes in sorted(by_status.items()):
+            responses[str(problem_status)] = {
+                "description": "problem: " + ", ".join(problem_codes),
+                "content": {"application/problem+json": {
+                    "schema": {"$ref": "#/components/schemas/ProblemDetails"},
+                    "examples": {code: {"value": _problem_example(code)} for code in problem_codes}}},
+            }
+        operation: dict[str, Any] = {"summary": summary, "security": SIGNED, "responses": responses,
+                                     "parameters": [p for p in MERCHANT_HEADERS if method == "post" or p["name"] != "Idempotency-Key"]}
+        operation["parameters"] += [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                                    for name in _path_params(path)]
+        if path == "/v1/payments" and method == "get":
+            operation["parameters"].append({"name": "order_ref", "in": "query", "required": True, "schema": {"type": "string"}})
+        if request_type is not None:
+            operation["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{request_type.__name__}"}}}}
+        paths.setdefault(path, {})[method] = operation
+    for path, summary in OPS_ROUTES:
+        paths[path] = {"get": {"summary": summary, "responses": {"200": {"description": summary}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "pointgate merchant API", "version": "1",
+                 "description": "Signed with HMAC-SHA256 (see docs/signing.md). Declined sales are payments "
+                                "with status declined and a decline code; errors are RFC 9457 problem+json."},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"pointgateSignature": {
+                "type": "apiKey", "in": "header", "name": "X-PG-Signature",
+                "description": "with X-PG-Merchant, X-PG-Key-Id, X-PG-Timestamp and X-PG-Nonce; see docs/signing.md"}},
+        },
+    }
+
+
+def _path_params(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]

@@ -1,0 +1,269 @@
+"""The merchant payment operations: sale, lookups, cancel, refund, reversal, batch close.
+
+Each operation prepares everything in Python (code format, OTP match,
+limits, ids) and then makes one Lua script call that checks and writes
+atomically (`gateway/lua/pay.lua` and friends). Responses are rendered from
+what the script stored, so a retry with the same idempotency key gets the
+same bytes. Errors are raised as `Problem`; declines are payments.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from gateway import codes, keyspace, payments
+from gateway.payments import Event, State
+from gateway.problems import Problem
+from gateway.settings import Settings
+from gateway.signing import NONCE_TTL_S
+from gateway.store import Store
+from gateway.tokens import Outcome, TokenService
+
+IDEMPOTENCY_TTL_S = 72 * 3600  # keys are kept at least 48 h (the API promise), plus a day of margin
+REVERSAL_RETRIES_MAX = 3  # a sale racing the reversal makes it read the order again, at most this often
+APPROVAL_CODE_DIGITS = 6
+
+_SCRIPT_PROBLEMS = {
+    "unknown_key", "nonce_replayed", "idempotency_mismatch", "idempotency_in_progress",
+    "order_ref_in_use", "payment_not_found", "invalid_state", "cancel_window_closed", "refund_exceeds_payment",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated merchant request: who signed it and with which nonce."""
+
+    merchant_id: str
+    key_id: str
+    nonce: str
+    currency: str
+    time_zone: str
+    business_day_cutoff: str
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+    replayed: bool = False
+    outcome: str = ""  # approved, or the decline code (for metrics and the access log)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class PaymentService:
+    def __init__(
+        self, store: Store, tokens: TokenService, settings: Settings,
+        now_ms: Callable[[], int] = _now_ms, token_hex: Callable[[int], str] = secrets.token_hex,
+        randbelow: Callable[[int], int] = secrets.randbelow,
+    ) -> None:
+        self.store = store
+        self.tokens = tokens
+        self.settings = settings
+        self.home = settings.home_network
+        self.now_ms = now_ms
+        self._token_hex = token_hex
+        self._randbelow = randbelow
+
+    def _claim_keys(self, caller: Caller, idempotency_key: str) -> list[str]:
+        return [
+            keyspace.nonce_key(caller.merchant_id, caller.nonce),
+            keyspace.signing_key_key(caller.merchant_id, caller.key_id),
+            keyspace.idempotency_key(caller.merchant_id, idempotency_key),
+        ]
+
+    def _batch_keys(self, caller: Caller, store_id: str, terminal_id: str) -> list[str]:
+        return [
+            keyspace.batch_key(caller.merchant_id, store_id, terminal_id),
+            keyspace.batch_log_key(caller.merchant_id, store_id, terminal_id),
+        ]
+
+    # -- sale ------------------------------------------------------------------
+
+    def check_sale(self, caller: Caller, sale: payments.SaleRequest) -> None:
+        if sale.currency != caller.currency:
+            raise Problem("currency_mismatch", f"this store takes {caller.currency}, not {sale.currency}")
+        if sale.currency != self.home.currency:
+            raise Problem("currency_not_supported", f"point payments in {sale.currency} need an exchange rate, not available yet")
+        if sale.amount > self.settings.amount_max_krw:
+            raise Problem("amount_above_maximum", f"the maximum for one payment is {self.settings.amount_max_krw:,} {sale.currency}")
+
+    async def sale(self, caller: Caller, sale: payments.SaleRequest, idempotency_key: str, request_hash: str) -> Answer:
+        self.check_sale(caller, sale)
+        now_ms = self.now_ms()
+        decline = ""
+        member_id = ""
+        slot = 0
+        verify_args: list[Any] = ["wrong_otp", 0, self.settings.slot_failures_max, 0]
+        code = self.tokens.check_format(sale.code)
+        if isinstance(code, Outcome):
+            decline = payments.decline_for(code)
+        else:
+            slot = code.slot
+            device = await self.tokens.device(code.slot)
+            if device is None:
+                decline = payments.decline_for(Outcome.UNKNOWN_SLOT)
+            else:
+                member_id = device[1]
+                verify_args = self.tokens.verify_args(code, device[0], now_ms // 1000)
+        if not decline and sale.coupon_codes:
+            decline = "invalid_coupon"  # no coupon campaign exists yet, so no coupon applies
+        partition = keyspace.partition_of_member(member_id) if member_id else codes.partition_of_slot(slot)
+        payment_id = keyspace.new_payment_id(partition, self._token_hex(8))
+        approval_code = f"{self._randbelow(10**APPROVAL_CODE_DIGITS):0{APPROVAL_CODE_DIGITS}d}"
+        keys = self._claim_keys(caller, idempotency_key) + [
+            keyspace.order_key(caller.merchant_id, sale.order_ref),
+            *self._batch_keys(caller, sale.store_id, sale.terminal_id),
+            keyspace.device_key(slot), keyspace.used_codes_key(slot),
+            keyspace.member_key(member_id) if member_id else keyspace.member_key(keyspace.new_member_id(partition, "0" * 12)),
+            keyspace.journal_key(partition), keyspace.entry_index_key(partition), keyspace.payment_key(payment_id),
+        ]
+        args = [
+            NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms,
+            *verify_args,
+            payment_id, member_id, sale.amount, sale.currency, sale.amount, self.home.points_unit,
+            caller.merchant_id, sale.store_id, sale.terminal_id, sale.order_ref, approval_code,
+            payments.business_day(now_ms, caller.time_zone, caller.business_day_cutoff),
+            self.settings.member_daily_points_max, payments.business_day(now_ms, self.settings.member_day_time_zone, "00:00"),
+            decline, slot,
+        ]
+        reply = await self.store.run("pay", keys, args)
+        record = self._record(reply)
+        view = payments.payment_view(record)
+        outcome = view["status"] if view["decline"] is None else view["decline"]["code"]
+        return Answer(201, payments.dumps(view), reply[0] == "replay", outcome)
+
+    def _record(self, reply: list[Any]) -> dict[str, str]:
+        status = reply[0]
+        if status in ("done", "replay"):
+            return json.loads(reply[1])
+        if status in _SCRIPT_PROBLEMS:
+            detail = {"invalid_state": f"the payment is {reply[1] if len(reply) > 1 else 'final'}",
+                      "refund_exceeds_payment": f"at most {reply[1] if len(reply) > 1 else 0} can still be refunded",
+                      "cancel_window_closed": f"the payment's business day was {reply[1] if len(reply) > 1 else ''}"}
+            raise Problem(status, detail.get(status))
+        raise RuntimeError(f"unexpected script reply {status!r}")
+
+    # -- lookups ---------------------------------------------------------------
+
+    async def get(self, caller: Caller, payment_id: str) -> Answer:
+        record = await self._own_payment(caller, payment_id)
+        view = payments.payment_view(record)
+        refunds = await self.store.redis.lrange(keyspace.refunds_key(payment_id), 0, -1)
+        view["refunds"] = [payments.refund_view(json.loads(r)) for r in refunds]
+        return Answer(200, payments.dumps(view))
+
+    async def find_by_order_ref(self, caller: Caller, order_ref: str) -> Answer:
+        payment_id = await self.store.redis.hget(keyspace.order_key(caller.merchant_id, order_ref), "payment_id")
+        if payment_id is None:
+            raise Problem("payment_not_found", f"no payment has order reference {order_ref!r}")
+        return await self.get(caller, payment_id)
+
+    async def _own_payment(self, caller: Caller, payment_id: str) -> dict[str, str]:
+        """The payment's record if it is this merchant's; another merchant's looks like none."""
+        if not payments.PAYMENT_ID_RE.match(payment_id):
+            raise Problem("payment_not_found", "payment ids look like pay_ followed by 19 characters")
+        record = await self.store.redis.hgetall(keyspace.payment_key(payment_id))
+        if not record or record["merchant_id"] != caller.merchant_id:
+            raise Problem("payment_not_found")
+        return record
+
+    async def burn_nonce(self, caller: Caller) -> None:
+        """Reads are signed too; their nonce is burned here (writes burn it in their script)."""
+        fresh = await self.store.redis.set(keyspace.nonce_key(caller.merchant_id, caller.nonce), "1", nx=True, ex=NONCE_TTL_S)
+        if not fresh:
+            raise Problem("nonce_replayed")
+
+    # -- cancel and refund -----------------------------------------------------
+
+    async def cancel(self, caller: Caller, payment_id: str, body: payments.CancelRequest, idempotency_key: str, request_hash: str) -> Answer:
+        record = await self._own_payment(caller, payment_id)
+        partition = keyspace.partition_of_payment(payment_id)
+        now_ms = self.now_ms()
+        keys = self._claim_keys(caller, idempotency_key) + self._batch_keys(caller, body.store_id, body.terminal_id) + [
+            keyspace.member_key(record["member_id"]), keyspace.journal_key(partition),
+            keyspace.entry_index_key(partition), keyspace.payment_key(payment_id),
+        ]
+        args = [
+            NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms, caller.merchant_id, payment_id,
+            payments.business_day(now_ms, caller.time_zone, caller.business_day_cutoff),
+            payments.allowed_from(Event.CANCEL),
+        ]
+        reply = await self._run_for_member(record, "cancel", keys, args)
+        return Answer(200, payments.dumps(payments.payment_view(self._record(reply))), reply[0] == "replay", State.CANCELLED)
+
+    async def refund(self, caller: Caller, payment_id: str, body: payments.RefundRequest, idempotency_key: str, request_hash: str) -> Answer:
+        record = await self._own_payment(caller, payment_id)
+        partition = keyspace.partition_of_payment(payment_id)
+        refund_id = "rf_" + self._token_hex(8)
+        keys = self._claim_keys(caller, idempotency_key) + self._batch_keys(caller, body.store_id, body.terminal_id) + [
+            keyspace.member_key(record["member_id"]), keyspace.journal_key(partition),
+            keyspace.entry_index_key(partition), keyspace.payment_key(payment_id), keyspace.refunds_key(payment_id),
+        ]
+        args = [
+            NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, self.now_ms(), caller.merchant_id, payment_id,
+            refund_id, body.amount, payments.allowed_from(Event.REFUND, Event.REFUND_ALL), body.reason,
+        ]
+        reply = await self._run_for_member(record, "refund", keys, args)
+        result = self._record(reply)
+        view = {"refund": payments.refund_view(json.loads(result["refund"])),
+                "payment": payments.payment_view(json.loads(result["payment"]))}
+        return Answer(201, payments.dumps(view), reply[0] == "replay", "refunded")
+
+    async def _run_for_member(self, record: dict[str, str], script: str, keys: list[str], args: list[Any]) -> list[Any]:
+        if not record.get("member_id"):
+            # Only approved payments have a member; a declined one has nothing to give back.
+            raise Problem("invalid_state", f"the payment is {record['state']}")
+        return await self.store.run(script, keys, args)
+
+    # -- reversal --------------------------------------------------------------
+
+    async def reverse(self, caller: Caller, body: payments.ReversalRequest, idempotency_key: str, request_hash: str) -> Answer:
+        order_key = keyspace.order_key(caller.merchant_id, body.order_ref)
+        for _ in range(REVERSAL_RETRIES_MAX):
+            payment_id = await self.store.redis.hget(order_key, "payment_id") or ""
+            keys = self._claim_keys(caller, idempotency_key) + [order_key] + self._batch_keys(caller, body.store_id, body.terminal_id)
+            if payment_id:
+                partition = keyspace.partition_of_payment(payment_id)
+                member_id = await self.store.redis.hget(keyspace.payment_key(payment_id), "member_id")
+                member_key = keyspace.member_key(member_id or keyspace.new_member_id(partition, "0" * 12))
+                keys += [member_key, keyspace.journal_key(partition), keyspace.entry_index_key(partition), keyspace.payment_key(payment_id)]
+            args = [
+                NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, self.now_ms(), caller.merchant_id, body.order_ref,
+                payment_id, payments.allowed_from(Event.REVERSAL), body.store_id, body.terminal_id,
+            ]
+            reply = await self.store.run("reversal", keys, args)
+            if reply[0] != "retry":
+                break
+        else:
+            raise Problem("idempotency_in_progress", "the order is changing; retry the reversal with the same key")
+        result = self._record(reply)
+        view = {
+            "order_ref": result["order_ref"],
+            "outcome": result["outcome"],
+            "payment": payments.payment_view(json.loads(result["payment"])) if result["payment"] else None,
+        }
+        return Answer(200, payments.dumps(view), reply[0] == "replay", result["outcome"])
+
+    # -- batch close -----------------------------------------------------------
+
+    async def close_batch(self, caller: Caller, terminal_id: str, body: payments.BatchRequest, idempotency_key: str, request_hash: str) -> Answer:
+        keys = self._claim_keys(caller, idempotency_key) + self._batch_keys(caller, body.store_id, terminal_id) + [
+            keyspace.closed_batches_key(caller.merchant_id, body.store_id, terminal_id),
+        ]
+        now_ms = self.now_ms()
+        reply = await self.store.run("batch_close", keys, [NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms])
+        if reply[0] == "closed":
+            response = payments.dumps(payments.batch_comparison(json.loads(reply[1]), body))
+            reply = await self.store.run(
+                "idem_finish", [keys[2]], [request_hash, response.decode(), IDEMPOTENCY_TTL_S, now_ms]
+            )
+        if reply[0] not in ("done", "replay"):
+            self._record(reply)
+        return Answer(200, reply[1].encode(), reply[0] == "replay", "batch_closed")

@@ -1,0 +1,278 @@
+"""Payments, the pure part: states and transitions, declines, request bodies, views.
+
+No I/O and no clock reads. The store's Lua scripts enforce the same table:
+each script receives the states its event is allowed from, computed here.
+
+Every payment ends approved, declined, cancelled, reversed or (partly)
+refunded:
+
+    (new) --sale--> approved | declined
+    approved --cancel--> cancelled           (same business day)
+    approved | partially_refunded --refund--> partially_refunded | refunded
+    approved | partially_refunded --reversal--> reversed
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Mapping
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from gateway.tokens import Outcome
+
+
+class State(StrEnum):
+    APPROVED = "approved"
+    DECLINED = "declined"
+    CANCELLED = "cancelled"
+    REVERSED = "reversed"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+
+
+class Event(StrEnum):
+    CANCEL = "cancel"
+    REFUND = "refund"
+    REFUND_ALL = "refund_all"
+    REVERSAL = "reversal"
+
+
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (State.APPROVED, Event.CANCEL): State.CANCELLED,
+    (State.APPROVED, Event.REFUND): State.PARTIALLY_REFUNDED,
+    (State.APPROVED, Event.REFUND_ALL): State.REFUNDED,
+    (State.PARTIALLY_REFUNDED, Event.REFUND): State.PARTIALLY_REFUNDED,
+    (State.PARTIALLY_REFUNDED, Event.REFUND_ALL): State.REFUNDED,
+    (State.APPROVED, Event.REVERSAL): State.REVERSED,
+    (State.PARTIALLY_REFUNDED, Event.REVERSAL): State.REVERSED,
+}
+FINAL_STATES = frozenset(State) - {s for s, _ in TRANSITIONS}
+
+
+class IllegalTransition(Exception):
+    def __init__(self, state: State, event: Event) -> None:
+        super().__init__(f"a {state} payment cannot take a {event}")
+        self.state, self.event = state, event
+
+
+def next_state(state: State, event: Event) -> State:
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise IllegalTransition(state, event) from None
+
+
+def allowed_from(*events: Event) -> str:
+    """The states an event may start from, space separated, for a Lua script."""
+    return " ".join(sorted({s for (s, e) in TRANSITIONS if e in events}))
+
+
+# -- declines ---------------------------------------------------------------
+
+DECLINES: dict[str, tuple[str, str]] = {
+    # code: (English, Korean) message for the cashier's screen
+    "insufficient_points": ("Not enough points. Ask for another payment method.", "포인트가 부족합니다. 다른 결제 수단을 요청하세요."),
+    "expired_code": ("Code expired. Ask the member to refresh the code.", "만료된 코드입니다. 코드를 새로 고쳐 달라고 요청하세요."),
+    "replayed_code": ("Code already used. Ask the member for a new code.", "이미 사용된 코드입니다. 새 코드를 요청하세요."),
+    "invalid_code": ("Invalid code. Ask the member to show the code again.", "유효하지 않은 코드입니다. 코드를 다시 보여 달라고 요청하세요."),
+    "unreadable_code": ("Code could not be read. Scan again.", "코드를 읽을 수 없습니다. 다시 스캔하세요."),
+    "locked_device": ("This phone is locked after failed attempts. The member can unlock it in the app.", "여러 번 실패하여 잠긴 기기입니다. 앱에서 잠금을 해제하세요."),
+    "revoked_device": ("This phone is no longer registered for payments.", "결제가 해지된 기기입니다."),
+    "limit_exceeded": ("Over the member's daily limit.", "회원의 일일 한도를 초과했습니다."),
+    "unknown_issuer": ("This code is not from a supported wallet.", "지원하지 않는 지갑의 코드입니다."),
+    "unsupported_issuer": ("Payments from this wallet are not accepted here yet.", "이 지갑의 결제는 아직 지원되지 않습니다."),
+    "reversed": ("This order was reversed. Start a new order.", "취소(망취소)된 주문입니다. 새 주문으로 진행하세요."),
+    "invalid_coupon": ("Coupon not valid here. Remove it and try again.", "사용할 수 없는 쿠폰입니다. 쿠폰을 빼고 다시 시도하세요."),
+}
+
+_OUTCOME_DECLINES = {
+    Outcome.MALFORMED: "unreadable_code",
+    Outcome.BAD_CHECK_DIGIT: "unreadable_code",
+    Outcome.UNSUPPORTED_KIND: "unreadable_code",
+    Outcome.UNKNOWN_ISSUER: "unknown_issuer",
+    Outcome.UNSUPPORTED_ISSUER: "unsupported_issuer",
+    # An unknown slot and a wrong OTP decline alike: the answer never tells a
+    # guesser whether a slot exists.
+    Outcome.UNKNOWN_SLOT: "invalid_code",
+    Outcome.WRONG_OTP: "invalid_code",
+    Outcome.REVOKED: "revoked_device",
+    Outcome.LOCKED: "locked_device",
+    Outcome.EXPIRED: "expired_code",
+    Outcome.REPLAYED: "replayed_code",
+}
+
+
+def decline_for(outcome: str) -> str:
+    """The merchant-facing decline code of a storage or verification outcome."""
+    if outcome in DECLINES:
+        return outcome
+    return _OUTCOME_DECLINES[Outcome(outcome)]
+
+
+# -- request bodies ---------------------------------------------------------
+
+Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="1-64 of A-Z a-z 0-9 _ . -")]
+OrderRef = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$", description="the terminal's own order reference")]
+Amount = Annotated[int, msgspec.Meta(gt=0, le=10**15, description="minor units of the currency (KRW and TWD have none)")]
+Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217")]
+
+
+class LineItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=80)]
+    quantity: Annotated[int, msgspec.Meta(gt=0, le=10_000)]
+    unit_amount: Annotated[int, msgspec.Meta(ge=0, le=10**12)]
+    sku: Annotated[str, msgspec.Meta(max_length=40)] = ""
+
+
+class SaleRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=64, description="the scanned 24-digit payment code")]
+    amount: Amount
+    currency: Currency
+    order_ref: OrderRef
+    store_id: Id
+    terminal_id: Id
+    coupon_codes: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=40)]], msgspec.Meta(max_length=5)] = []
+    line_items: Annotated[list[LineItem], msgspec.Meta(max_length=200)] = []
+
+
+class CancelRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    store_id: Id
+    terminal_id: Id
+    reason: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+class RefundRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    amount: Amount
+    store_id: Id
+    terminal_id: Id
+    reason: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+class ReversalRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    order_ref: OrderRef
+    store_id: Id
+    terminal_id: Id
+    reason: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+class BatchRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    store_id: Id
+    sale_count: Annotated[int, msgspec.Meta(ge=0)]
+    sale_amount: Annotated[int, msgspec.Meta(ge=0)]
+    void_count: Annotated[int, msgspec.Meta(ge=0)] = 0
+    void_amount: Annotated[int, msgspec.Meta(ge=0)] = 0
+    refund_count: Annotated[int, msgspec.Meta(ge=0)] = 0
+    refund_amount: Annotated[int, msgspec.Meta(ge=0)] = 0
+    payment_ids: Annotated[list[str], msgspec.Meta(max_length=10_000)] | None = None
+
+
+# -- business days ----------------------------------------------------------
+
+
+def business_day(now_ms: int, time_zone: str, cutoff: str) -> str:
+    """The merchant's business day at `now_ms`: the local date, moved back one
+    day before the cut-off time (a 04:00 cut-off puts 02:00 sales on yesterday)."""
+    local = dt.datetime.fromtimestamp(now_ms / 1000, ZoneInfo(time_zone))
+    hours, minutes = (int(part) for part in cutoff.split(":"))
+    if (local.hour, local.minute) < (hours, minutes):
+        local -= dt.timedelta(days=1)
+    return local.date().isoformat()
+
+
+def request_hash(method: str, path: str, body: bytes) -> str:
+    """What an idempotency key is bound to: the same key with another body is a mismatch."""
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).hexdigest()
+
+
+PAYMENT_ID_RE = re.compile(r"^pay_[0-9]{3}[0-9a-f]{16}$")
+
+
+def batch_comparison(closed: Mapping[str, Any], reported: BatchRequest) -> dict[str, Any]:
+    """Compare a closed batch (as batch_close.lua returns it) with the terminal's report."""
+    gateway = {f"{kind}_{what}": int(closed.get(f"{kind}_{what}", 0))
+               for kind in ("sale", "void", "refund") for what in ("count", "amount")}
+    terminal = {name: getattr(reported, name) for name in gateway}
+    differences: list[dict[str, Any]] = [
+        {"field": name, "terminal": terminal[name], "gateway": gateway[name]}
+        for name in gateway if terminal[name] != gateway[name]
+    ]
+    if reported.payment_ids is not None:
+        sales: dict[str, int] = {}
+        for line in closed.get("log") or []:
+            _, kind, payment_id, amount = line.split("|")
+            if kind == "sale":
+                sales[payment_id] = int(amount)
+        listed = set(reported.payment_ids)
+        differences += [{"field": "payment", "payment_id": p, "missing_on": "terminal", "gateway_amount": sales[p]}
+                        for p in sorted(set(sales) - listed)]
+        differences += [{"field": "payment", "payment_id": p, "missing_on": "gateway"} for p in sorted(listed - set(sales))]
+    batch_no = int(closed["batch_no"])
+    return {
+        "batch_no": batch_no,
+        "status": "matched" if not differences else "mismatched",
+        "gateway": gateway,
+        "terminal": terminal,
+        "differences": differences,
+        "next_batch_no": batch_no + 1,
+    }
+
+
+# -- views ------------------------------------------------------------------
+
+_INT_FIELDS = ("amount", "points", "refunded_amount", "refunded_points", "balance_after", "created_ms")
+PAYMENT_FIELDS = (
+    "payment_id", "status", "decline", "amount", "currency", "points", "balance_after", "approval_code",
+    "merchant_id", "store_id", "terminal_id", "order_ref", "business_day", "refunded_amount", "refunded_points",
+    "created_at",
+)
+
+
+def payment_view(record: Mapping[str, str]) -> dict[str, Any]:
+    """The API's payment object from a stored record (all strings), in a fixed field order."""
+    ints = {k: int(record[k]) if record.get(k) not in (None, "") else None for k in _INT_FIELDS}
+    decline = decline_for(record["decline_code"]) if record.get("decline_code") else ""
+    created = dt.datetime.fromtimestamp(ints["created_ms"] / 1000, dt.timezone.utc)
+    view: dict[str, Any] = {
+        "payment_id": record["payment_id"],
+        "status": record["state"],
+        "decline": {"code": decline, "message": DECLINES[decline][0], "message_ko": DECLINES[decline][1]} if decline else None,
+        "amount": ints["amount"],
+        "currency": record["currency"],
+        "points": ints["points"],
+        "balance_after": ints["balance_after"],
+        "approval_code": record.get("approval_code") or None,
+        "merchant_id": record["merchant_id"],
+        "store_id": record["store_id"],
+        "terminal_id": record["terminal_id"],
+        "order_ref": record["order_ref"],
+        "business_day": record["business_day"],
+        "refunded_amount": ints["refunded_amount"],
+        "refunded_points": ints["refunded_points"],
+        "created_at": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+    assert tuple(view) == PAYMENT_FIELDS
+    return view
+
+
+def refund_view(refund: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "refund_id": refund["refund_id"],
+        "payment_id": refund["payment_id"],
+        "amount": int(refund["amount"]),
+        "points": int(refund["points"]),
+        "balance_after": int(refund["balance_after"]),
+        "reason": refund["reason"],
+        "created_at": dt.datetime.fromtimestamp(int(refund["created_ms"]) / 1000, dt.timezone.utc)
+        .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+
+
+def dumps(document: Any) -> bytes:
+    """The one JSON encoding of every response body: compact, key order as built."""
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()

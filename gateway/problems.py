@@ -1,0 +1,93 @@
+"""Errors of the HTTP APIs as RFC 9457 problem details, with stable codes.
+
+Every error a caller can meet is in `PROBLEMS`: its HTTP status, whose fault
+it is, whether a retry with the same idempotency key can succeed, and a
+message a cashier's screen can show. Handlers raise `Problem(code, detail)`;
+the error middleware renders it as `application/problem+json`. The OpenAPI
+document lists the same catalogue.
+
+    Problem            a request failed; nothing was changed
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from gateway.payments import dumps
+
+PROBLEM_TYPE_BASE = "https://pointgate.dev/problems/"
+CONTENT_TYPE = "application/problem+json"
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemKind:
+    status: int
+    title: str
+    fault: str  # "caller" or "gateway"
+    retryable: bool
+
+
+PROBLEMS: dict[str, ProblemKind] = {
+    "invalid_json": ProblemKind(400, "The body is not valid JSON. Contact the POS vendor.", "caller", False),
+    "invalid_request": ProblemKind(422, "The request is not valid. Contact the POS vendor.", "caller", False),
+    "unsupported_media_type": ProblemKind(415, "Send the body as application/json.", "caller", False),
+    "body_too_large": ProblemKind(413, "The request is too large.", "caller", False),
+    "idempotency_key_missing": ProblemKind(400, "The request has no valid Idempotency-Key.", "caller", False),
+    "idempotency_mismatch": ProblemKind(422, "This idempotency key was used for a different request.", "caller", False),
+    "idempotency_in_progress": ProblemKind(409, "The same request is still being processed. Try again.", "caller", True),
+    "signature_missing": ProblemKind(401, "The request is not signed. Check the terminal's key settings.", "caller", False),
+    "bad_signature": ProblemKind(401, "The request signature is wrong. Check the terminal's key.", "caller", False),
+    "timestamp_out_of_window": ProblemKind(401, "The terminal's clock is wrong. Correct the time and retry.", "caller", False),
+    "unknown_key": ProblemKind(401, "The terminal's key is unknown or revoked.", "caller", False),
+    "nonce_replayed": ProblemKind(401, "This request was already received.", "caller", False),
+    "unknown_terminal": ProblemKind(403, "This store or terminal is not registered for the merchant.", "caller", False),
+    "amount_above_maximum": ProblemKind(422, "The amount is above the maximum for one payment.", "caller", False),
+    "currency_mismatch": ProblemKind(422, "The currency is not the store's currency.", "caller", False),
+    "currency_not_supported": ProblemKind(422, "Point payments in this currency are not available yet.", "caller", False),
+    "order_ref_in_use": ProblemKind(409, "This order reference already has a payment. Use a new order.", "caller", False),
+    "payment_not_found": ProblemKind(404, "No such payment for this merchant.", "caller", False),
+    "invalid_state": ProblemKind(409, "The payment cannot take this action in its current state.", "caller", False),
+    "cancel_window_closed": ProblemKind(409, "Cancels are for the same business day. Make a refund instead.", "caller", False),
+    "refund_exceeds_payment": ProblemKind(409, "The refund is more than what is left of the payment.", "caller", False),
+    "not_found": ProblemKind(404, "No such route.", "caller", False),
+    "method_not_allowed": ProblemKind(405, "This route does not take this method.", "caller", False),
+    "storage_unavailable": ProblemKind(503, "The gateway is briefly unavailable. Retry with the same key.", "gateway", True),
+    "internal_error": ProblemKind(500, "The gateway failed. Retry with the same key; the payment is never applied twice.", "gateway", True),
+}
+
+
+class Problem(Exception):
+    """A request failed with one of PROBLEMS; nothing was changed."""
+
+    def __init__(self, code: str, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(code)
+        if code not in PROBLEMS:
+            raise ValueError(f"unknown problem code {code!r}")
+        self.code = code
+        self.kind = PROBLEMS[code]
+        self.detail = detail or self.kind.title
+        self.extra = extra
+
+    def document(self, request_id: str, instance: str) -> dict[str, Any]:
+        return {
+            "type": PROBLEM_TYPE_BASE + self.code,
+            "title": self.kind.title,
+            "status": self.kind.status,
+            "code": self.code,
+            "detail": self.detail,
+            "instance": instance,
+            "request_id": request_id,
+            "retryable": self.kind.retryable,
+            "fault": self.kind.fault,
+            **self.extra,
+        }
+
+    def response(self, request_id: str, instance: str) -> web.Response:
+        return web.Response(
+            body=dumps(self.document(request_id, instance)),
+            status=self.kind.status,
+            content_type=CONTENT_TYPE,
+        )

@@ -1,0 +1,116 @@
+"""A real gateway (aiohttp app on a loopback port) over the real Redis, and signed terminals."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from gateway import codes, signing
+from gateway.app import MERCHANTS, TOKENS, create_app
+from gateway.ledger import Ledger
+from gateway.tokens import Enrolment
+
+
+@dataclass
+class Terminal:
+    """A store terminal that signs every request the way docs/signing.md says."""
+
+    session: ClientSession
+    base_url: str
+    merchant_id: str
+    store_id: str
+    terminal_id: str
+    key_id: str
+    secret: str
+    clock_offset_s: float = 0.0
+    sent: list[str] = field(default_factory=list)
+
+    def headers(self, method: str, raw_path: str, body: bytes, idempotency_key: str | None = None, **extra: str) -> dict[str, str]:
+        headers = signing.signed_headers(self.secret, method, raw_path, body, self.merchant_id, self.key_id,
+                                         time.time() + self.clock_offset_s, secrets.token_hex(12))
+        if body:
+            headers["Content-Type"] = "application/json"
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        headers.update(extra)
+        return headers
+
+    async def send(self, method: str, raw_path: str, document: Any = None, idempotency_key: str | None = None,
+                   body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
+        if body is None:
+            body = json.dumps(document).encode() if document is not None else b""
+        if idempotency_key is None and method == "POST":
+            idempotency_key = "idem-" + secrets.token_hex(8)
+        sent_headers = headers if headers is not None else self.headers(method, raw_path, body, idempotency_key)
+        async with self.session.request(method, self.base_url + raw_path, data=body, headers=sent_headers) as response:
+            raw = await response.read()
+            document = json.loads(raw) if raw and response.content_type.endswith("json") else raw
+            return response.status, document, {k.lower(): v for k, v in response.headers.items()} | {"_raw": raw}
+
+    async def pay(self, code: str, amount: int, order_ref: str | None = None, idempotency_key: str | None = None, **extra: Any):
+        sale = {"code": code, "amount": amount, "currency": "KRW", "order_ref": order_ref or "ord-" + secrets.token_hex(6),
+                "store_id": self.store_id, "terminal_id": self.terminal_id, **extra}
+        return await self.send("POST", "/v1/payments", sale, idempotency_key)
+
+    def here(self) -> dict[str, str]:
+        return {"store_id": self.store_id, "terminal_id": self.terminal_id}
+
+
+@dataclass
+class Member:
+    member_id: str
+    phone: Enrolment
+    prefix: str
+    seq: int = 0
+
+    def code(self, now_s: float | None = None) -> str:
+        """The phone's next offline code (a fresh seq after each use, as the app does)."""
+        now_s = time.time() if now_s is None else now_s
+        code = codes.encode_code(self.prefix, self.phone.slot, self.seq % 10, self.phone.secret,
+                                 codes.step_of(int(now_s), 30) + self.seq // 10)
+        self.seq += 1
+        return code
+
+
+class Gateway:
+    def __init__(self, app, server: TestServer, session: ClientSession) -> None:
+        self.app, self.server, self.session = app, server, session
+        self.base_url = str(server.make_url("")).rstrip("/")
+
+    async def terminal(self, merchant_id: str = "gs25", store_id: str = "gs25-gangnam-01", terminal_id: str = "t1",
+                       key: tuple[str, str] | None = None) -> Terminal:
+        key_id, secret = key or await self.app[MERCHANTS].issue_key(merchant_id)
+        return Terminal(self.session, self.base_url, merchant_id, store_id, terminal_id, key_id, secret)
+
+    async def member(self, points: int = 0) -> Member:
+        tokens = self.app[TOKENS]
+        member_id = await tokens.create_member()
+        phone = await tokens.enrol(member_id)
+        if points:
+            await tokens.ledger.credit(member_id, points, "affiliate:hana-card", "seed-" + member_id, tokens.home.points_unit)
+        return Member(member_id, phone, tokens.home.prefix)
+
+    async def balance(self, member: Member) -> int:
+        return (await self.app[TOKENS].ledger.balance(member.member_id)).available
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.app[TOKENS].ledger
+
+
+@pytest.fixture
+async def gateway(settings, store):
+    app = create_app(settings)
+    server = TestServer(app)
+    await server.start_server()
+    await app[MERCHANTS].load_config(settings)
+    async with ClientSession() as session:
+        yield Gateway(app, server, session)
+    await server.close()

@@ -1,5 +1,6 @@
 """`gateway` command line: operate the gateway and its books.
 
+    gateway serve [--host H] [--port P] [--workers N]   run the gateway (bundled Redis unless REDIS_URL)
     gateway audit                 replay the journal; exit 1 naming the first discrepancy
     gateway keys status           which keys encrypt how many device secrets
     gateway keys rotate           new active key, re-encrypt every secret, no downtime
@@ -24,6 +25,7 @@ from gateway import merchants_cli
 from gateway.audit import run_audit
 from gateway.embedded_redis import EmbeddedRedisError
 from gateway.keyring import KeyringError
+from gateway.serve import serve
 from gateway.runtime import open_runtime, redis_server
 from gateway.settings import SettingsError, load_settings
 
@@ -32,6 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway", description="pointgate gateway")
     parser.add_argument("--config-dir", help="directory of gateway.toml, networks.toml, merchants.toml")
     commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="run the gateway's HTTP APIs")
+    serve_parser.add_argument("--host", help="address to listen on (default from gateway.toml)")
+    serve_parser.add_argument("--port", type=int, help="port to listen on")
+    serve_parser.add_argument("--workers", type=int, help="worker processes sharing the port")
     commands.add_parser("audit", help="replay the journal and prove every balance")
     keys = commands.add_parser("keys", help="encryption keys of secrets at rest")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -44,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.config_dir)
+        if args.command == "serve":
+            overrides = {k: v for k in ("host", "port", "workers") if (v := getattr(args, k)) is not None}
+            return serve(load_settings(args.config_dir, **overrides))
         if args.command == "redis":
             return _run_redis(settings)
         return asyncio.run(_COMMANDS[args.command](settings, args))

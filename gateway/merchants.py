@@ -32,8 +32,10 @@ import time
 import zoneinfo
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Final, NamedTuple
+from typing import AsyncIterator, Callable, Final, NamedTuple
 
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from gateway import keyspace
@@ -386,7 +388,7 @@ class MerchantRegistry:
             changed += 1
         return changed
 
-    async def _all_keys(self):
+    async def _all_keys(self) -> AsyncIterator[tuple[str, str, dict[str, str]]]:
         for merchant_id in sorted(await self.store.redis.smembers(keyspace.MERCHANTS_KEY)):
             for key_id in sorted(await self.store.redis.smembers(keyspace.signing_keys_key(merchant_id)), key=_key_number):
                 fields = await self.store.redis.hgetall(keyspace.signing_key_key(merchant_id, key_id))
@@ -417,7 +419,7 @@ class MerchantRegistry:
         if not await self.store.redis.exists(keyspace.merchant_key(merchant_id)):
             raise MerchantError("unknown_merchant", f"no merchant {merchant_id}")
 
-    async def _require_store(self, client, merchant_id: str, store_id: str) -> None:
+    async def _require_store(self, client: aioredis.Redis | Pipeline, merchant_id: str, store_id: str) -> None:
         if not await client.sismember(keyspace.merchant_stores_key(merchant_id), store_id):
             if not await client.exists(keyspace.merchant_key(merchant_id)):
                 raise MerchantError("unknown_merchant", f"no merchant {merchant_id}")

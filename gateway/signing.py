@@ -34,16 +34,18 @@ How the server uses it, in this order:
    well formed.
 2. Look up the secret of (merchant id, key id); None if unknown or revoked.
 3. `check_signature(parsed, method, raw_path, body, secret, now_s)`.
-4. Only then record the nonce (`SET <nonce key> 1 NX EX NONCE_TTL_S`) and
-   refuse the request if it was already there. Recording it after the check
-   means an unsigned request can never burn a genuine terminal's nonce.
+4. Only then record the nonce (`SET <nonce key> 1 NX EX NONCE_TTL_S`) and,
+   if it was already there, refuse the request with
+   `SignatureError(NONCE_REPLAYED, ...)`. Recording it after the check means
+   an unsigned request can never burn a genuine terminal's nonce.
 
 Exceptions::
 
     Exception
      └── SignatureError   the request is not signed acceptably; `.code` says why:
                           signature_missing, timestamp_out_of_window,
-                          unknown_key, bad_signature (HTTP 401, the caller's fault)
+                          unknown_key, bad_signature, and nonce_replayed
+                          (raised by the caller); HTTP 401, the caller's fault
 """
 
 from __future__ import annotations
@@ -76,6 +78,9 @@ store uplink without leaving a captured request usable for long."""
 # nonce for 600 s after its first use therefore covers every instant at which
 # a replay of the same request could still pass the window: twice the window.
 NONCE_TTL_S: Final = 2 * TIMESTAMP_WINDOW_S
+NONCE_REPLAYED: Final = "nonce_replayed"
+"""The code the caller raises when its Redis check finds the nonce already used
+(docs/signing.md publishes it with the codes raised here)."""
 
 SECRET_PREFIX: Final = "pgsk_"
 SECRET_BYTES: Final = 32

@@ -57,8 +57,7 @@ async def refused(call) -> str:
 
 async def snapshot(store: Store) -> dict[str, bytes]:
     """Every key of the database with its serialised value."""
-    raw = redis.asyncio.Redis(connection_pool=store.redis.connection_pool)
-    return {key: await store.redis.dump(key) for key in sorted(await raw.keys("*"))}
+    return {key: await store.redis.dump(key) for key in sorted(await store.redis.keys("*"))}
 
 
 # Merchants

@@ -24,6 +24,7 @@ from gateway.signing import (
     HEADER_NONCE,
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
+    NONCE_REPLAYED,
     NONCE_TTL_S,
     SIGNATURE_HEADERS,
     TIMESTAMP_WINDOW_S,
@@ -176,6 +177,7 @@ def test_the_document_states_the_window_and_the_nonce_lifetime() -> None:
     assert (300, 600) == (TIMESTAMP_WINDOW_S, NONCE_TTL_S)
     assert "more than 300 s before or after" in text
     assert "for 600 s, twice the window" in text
+    assert f"| `{NONCE_REPLAYED}` |" in text
 
 
 # Signing and verifying

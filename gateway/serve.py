@@ -1,0 +1,91 @@
+"""`gateway serve`: N worker processes sharing one port, over one Redis.
+
+The parent starts the bundled Redis (unless REDIS_URL is set), loads
+`merchants.toml` into the merchant registry, then starts the workers with
+REDIS_URL pointing at it. Each worker is a plain aiohttp server bound with
+SO_REUSEPORT, so the kernel spreads connections over them; nothing in a
+worker's memory is needed for correctness.
+
+SIGTERM or Ctrl-C: the parent forwards SIGTERM to every worker; aiohttp
+stops accepting, lets in-flight requests finish (up to `shutdown_grace_s`),
+and exits; then the parent stops Redis, which fsyncs its AOF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+from typing import Sequence
+
+from aiohttp import web
+
+from gateway.merchants import MerchantRegistry
+from gateway.runtime import open_runtime, redis_server
+from gateway.settings import Settings, load_settings
+
+WORKER_ENV = "POINTGATE_WORKER"
+
+
+async def _load_merchants(settings: Settings) -> None:
+    async with open_runtime(settings) as rt:
+        await MerchantRegistry(rt.store, rt.keyring).load_config(settings)
+
+
+def serve(settings: Settings) -> int:
+    """Run the gateway until SIGTERM or Ctrl-C; returns the exit status."""
+    with redis_server(settings) as (url, _server):
+        worker_settings = load_settings(redis_url=url, host=settings.host, port=settings.port, workers=settings.workers)
+        asyncio.run(_load_merchants(worker_settings))
+        env = dict(os.environ, REDIS_URL=url, POINTGATE_HOST=settings.host, POINTGATE_PORT=str(settings.port), **{WORKER_ENV: "1"})
+        workers = [
+            subprocess.Popen([sys.executable, "-m", "gateway.serve"], env=env)
+            for _ in range(settings.workers)
+        ]
+        print(f"gateway: {settings.workers} worker(s) on http://{settings.host}:{settings.port}, Redis {url}", flush=True)
+        stopping = False
+
+        def stop(signum: int, _frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.send_signal(signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        status = 0
+        for worker in workers:
+            code = worker.wait()
+            if code != 0 and not stopping:
+                # One worker died on its own: stop the rest, so a supervisor restarts the whole gateway.
+                status = code or 1
+                stop(signal.SIGTERM, None)
+        return status
+
+
+def run_worker() -> None:
+    settings = load_settings()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    web.run_app(
+        _worker_app(settings), host=settings.host, port=settings.port, reuse_port=True,
+        shutdown_timeout=settings.shutdown_grace_s, access_log=None, print=None,
+    )
+
+
+async def _worker_app(settings: Settings) -> web.Application:
+    from gateway.app import create_app
+
+    return create_app(settings)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    if os.environ.get(WORKER_ENV):
+        run_worker()
+
+
+if __name__ == "__main__":
+    main()

@@ -25,6 +25,7 @@ from gateway import merchants_cli
 from gateway.audit import run_audit
 from gateway.embedded_redis import EmbeddedRedisError
 from gateway.keyring import KeyringError
+from gateway.merchants import MerchantRegistry
 from gateway.serve import serve
 from gateway.runtime import open_runtime, redis_server
 from gateway.settings import SettingsError, load_settings
@@ -79,21 +80,29 @@ async def _audit(settings, args) -> int:
 
 async def _keys(settings, args) -> int:
     async with open_runtime(settings) as rt:
+        registry = MerchantRegistry(rt.store, rt.keyring)
+
+        async def in_use() -> dict[str, int]:
+            devices, merchants = await rt.tokens.keys_in_use(), await registry.keyring_keys_in_use()
+            return {k: devices.get(k, 0) + merchants.get(k, 0) for k in set(devices) | set(merchants)}
+
         if args.keys_command == "rotate":
             old = rt.keyring.active
-            count = await rt.tokens.rotate_keys()
-            print(f"keys: active key {old} -> {rt.keyring.active}; {count} device secret(s) re-encrypted")
+            devices = await rt.tokens.rotate_keys()
+            merchant_keys = await registry.reencrypt_secrets()
+            print(f"keys: active key {old} -> {rt.keyring.active}; re-encrypted {devices} device secret(s) "
+                  f"and {merchant_keys} merchant signing secret(s)")
         elif args.keys_command == "retire":
-            in_use = (await rt.tokens.keys_in_use()).get(args.key_id, 0)
-            if in_use:
-                print(f"keys: {args.key_id} still encrypts {in_use} secret(s); run `gateway keys rotate` first", file=sys.stderr)
+            count = (await in_use()).get(args.key_id, 0)
+            if count:
+                print(f"keys: {args.key_id} still encrypts {count} secret(s); run `gateway keys rotate` first", file=sys.stderr)
                 return 1
             rt.keyring.retire(args.key_id)
             print(f"keys: {args.key_id} retired")
-        in_use = await rt.tokens.keys_in_use()
+        counts = await in_use()
         for key_id in rt.keyring.key_ids:
             marker = " (active)" if key_id == rt.keyring.active else ""
-            print(f"  {key_id}{marker}: {in_use.get(key_id, 0)} device secret(s)")
+            print(f"  {key_id}{marker}: {counts.get(key_id, 0)} secret(s)")
     return 0
 
 

@@ -20,9 +20,11 @@ from qrcode.constants import ERROR_CORRECT_M
 # Code 128 symbol; python-barcode's own default (2.54 mm) is less than that at
 # the module widths a phone screen needs.
 _QUIET_ZONE_MODULES: Final = 10
-# Resolution of the PNG output: at 300 dpi a 0.35 mm module is about four
-# pixels wide, so every bar has a clean edge when the phone shows it 1:1.
-_PNG_DPI: Final = 300
+# Resolution of the PNG output: about 300 dpi, adjusted so that one module is a
+# whole number of pixels. A module of 4.13 px gets rounded unevenly across the
+# symbol, and a decoder then found a second, wrong reading with a valid Code 128
+# checksum (the Luhn digit refuses it, but it must not be printed at all).
+_PNG_DPI_NOMINAL: Final = 300
 _DIGIT_GROUP: Final = 4
 # Code 128 symbol values (ISO/IEC 15417): start symbols, and the switches
 # from set C to sets A and B.
@@ -92,7 +94,9 @@ def code128_png(code: str, *, module_width_mm: float = 0.35, height_mm: float = 
     _check_digits(code)
     buffer = io.BytesIO()
     # Greyscale, not RGB: about half the bytes, and the text stays anti-aliased.
-    symbol = _Code128(code, writer=ImageWriter(format="PNG", mode="L", dpi=_PNG_DPI))
+    module_px = max(1, round(module_width_mm * _PNG_DPI_NOMINAL / 25.4))
+    dpi = module_px * 25.4 / module_width_mm * (1 + 1e-9)  # never a hair under: the writer truncates
+    symbol = _Code128(code, writer=ImageWriter(format="PNG", mode="L", dpi=dpi))
     options = _code128_options(code, module_width_mm, height_mm)
     symbol.write(buffer, options, _human_readable(code))
     return buffer.getvalue()

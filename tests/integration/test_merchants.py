@@ -425,3 +425,37 @@ def test_cli_revoke_key_and_load_config(cli_env, capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert "key cu-k1: revoked" in out
     assert "gs25" not in out
+
+
+def test_keys_rotate_reencrypts_merchant_secrets_too(redis_server, settings, monkeypatch, capsys):
+    """`gateway keys rotate` moves merchant signing secrets to the new key, so retiring the old one breaks nothing."""
+    import asyncio as _asyncio
+
+    from gateway import cli
+    from gateway.keyring import Keyring
+    from gateway.merchants import MerchantRegistry
+    from gateway.store import Store, connect
+
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("POINTGATE_KEYRING_PATH", settings.keyring_path)
+
+    async def issue():
+        store = Store(connect(redis_server.url, 5))
+        await store.redis.flushall()
+        registry = MerchantRegistry(store, Keyring.load(settings.keyring_path))
+        await registry.load_config(settings)
+        issued = await registry.issue_key("gs25")
+        await store.close()
+        return issued
+
+    async def secret_now():
+        store = Store(connect(redis_server.url, 5))
+        registry = MerchantRegistry(store, Keyring.load(settings.keyring_path))
+        value = await registry.signing_secret("gs25", issued.key_id)
+        await store.close()
+        return value
+
+    issued = _asyncio.run(issue())
+    assert 0 == cli.main(["keys", "rotate"])
+    assert 0 == cli.main(["keys", "retire", "k1"])
+    assert issued.secret == _asyncio.run(secret_now())

@@ -139,7 +139,7 @@ async def authenticate(request: web.Request, body: bytes) -> Caller:
         secret = await request.app[MERCHANTS].signing_secret(parsed.merchant_id, parsed.key_id)
         signing.check_signature(parsed, request.method, request.raw_path, body, secret, int(time.time()))
     except signing.SignatureError as e:
-        extra = {"server_time": e.server_time_s} if e.server_time_s is not None else {}
+        extra = {"server_time_s": e.server_time_s} if e.server_time_s is not None else {}
         raise Problem(e.code, e.message, **extra) from None
     merchant = await request.app[TERMINALS].merchant(parsed.merchant_id)
     if merchant is None:

@@ -16,8 +16,8 @@ SALE_PATH = "/v1/payments"
 DOC_URI = "urn:pointgate:openapi"
 
 
-def sale(terminal, code: str = "941011234567890077743322", **changes):
-    document = {"code": code, "amount": 1_000, "currency": "KRW", "order_ref": "ord-" + secrets.token_hex(6),
+def sale(terminal, member_code: str = "941011234567890077743322", /, **changes):
+    document = {"code": member_code, "amount": 1_000, "currency": "KRW", "order_ref": "ord-" + secrets.token_hex(6),
                 "store_id": terminal.store_id, "terminal_id": terminal.terminal_id}
     for name, value in changes.items():
         if value is _DROP:
@@ -369,6 +369,7 @@ async def test_access_log_has_one_line_per_request_without_secrets(gateway, capl
     body = json.dumps(sale(terminal, code)).encode()
     headers = terminal.headers("POST", SALE_PATH, body, "idem-" + secrets.token_hex(8))
     caplog.set_level(logging.INFO, logger="pointgate.access")
+    caplog.set_level(logging.DEBUG)
     caplog.clear()
     status, payment, response_headers = await terminal.send("POST", SALE_PATH, body=body, headers=headers)
     again, problem, again_headers = await terminal.send("POST", SALE_PATH, body=body, headers=headers)

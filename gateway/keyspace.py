@@ -11,11 +11,12 @@ the same code runs on one Redis and on Redis Cluster.
 
 from __future__ import annotations
 
+from gateway.codes import PARTITIONS, partition_of_slot
+
 PREFIX = "pg"
-PARTITIONS = 1000
-"""Number of member partitions. A partition is a hash tag, not a server: Redis
-Cluster spreads 1000 tags over its 16384 slots, so the tag count bounds how
-far member data can be spread (1000 is enough for hundreds of shards)."""
+# PARTITIONS (1000) member partitions: a partition is a hash tag, not a server.
+# Redis Cluster spreads 1000 tags over its 16384 slots, so the tag count bounds
+# how far member data can be spread (1000 is enough for hundreds of shards).
 
 
 def partition_tag(partition: int) -> str:
@@ -27,10 +28,6 @@ def partition_tag(partition: int) -> str:
 def partition_of_member(member_id: str) -> int:
     """Member ids look like `m` + 3-digit partition + 12 hex digits."""
     return int(member_id[1:4])
-
-
-def partition_of_slot(slot: int) -> int:
-    return slot % PARTITIONS
 
 
 def member_key(member_id: str) -> str:

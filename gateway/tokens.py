@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 
 import pyotp
 
-from gateway import codes, keyspace
+from gateway import codes, keyspace, render
 from gateway.keyring import Keyring
 from gateway.ledger import Ledger
 from gateway.settings import Settings
@@ -84,6 +84,11 @@ class Enrolment:
     slot: int
     secret: bytes
     provisioning_uri: str
+
+    @property
+    def provisioning_qr_png(self) -> bytes:
+        """The provisioning URI as a QR image, for a phone that enrols by scanning."""
+        return render.qr_png(self.provisioning_uri)
 
     def __repr__(self) -> str:
         return f"Enrolment(member_id={self.member_id!r}, slot={self.slot}, secret=<redacted>)"

@@ -79,7 +79,7 @@ async def tell(story: Story) -> None:
             f"member {member_id}, slot {phone.slot}, URI {phone.provisioning_uri.split('?')[0]}?...",
             phone.provisioning_uri.startswith("otpauth://") and phone.slot % 1000 == int(member_id[1:4]),
         )
-        (DEMO_DIR / "provisioning-qr.png").write_bytes(render.qr_png(phone.provisioning_uri))
+        (DEMO_DIR / "provisioning-qr.png").write_bytes(phone.provisioning_qr_png)
 
         credit = await rt.ledger.credit(
             member_id, 12_000, "affiliate:hana-card", "demo-earning-1", rt.tokens.home.points_unit,

@@ -56,7 +56,7 @@ async def test_provisioning_uri_carries_the_secret_once(tokens: TokenService):
 async def test_provisioning_qr_decodes_to_the_uri(tokens: TokenService):
     """The enrolment QR image scans back to the exact provisioning URI."""
     enrolment = await enrolled(tokens)
-    png = render.qr_png(enrolment.provisioning_uri)
+    png = enrolment.provisioning_qr_png
     [result] = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
     assert enrolment.provisioning_uri == result.text
 

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from gateway import keyspace
+from gateway.clock import wall_ms
 from gateway.store import Store
 
 ACCOUNT_RE = re.compile(r"^[a-z][a-z0-9_.-]*(:[a-z0-9][a-z0-9_.-]*)+$")
@@ -92,12 +92,8 @@ def check_entry_id(entry_id: str) -> str:
     return entry_id
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class Ledger:
-    def __init__(self, store: Store, now_ms: Callable[[], int] = _now_ms) -> None:
+    def __init__(self, store: Store, now_ms: Callable[[], int] = wall_ms) -> None:
         self.store = store
         self.now_ms = now_ms
 

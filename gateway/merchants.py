@@ -39,8 +39,10 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from gateway import keyspace
+from gateway.clock import wall_ms
 from gateway.keyring import Keyring
 from gateway.settings import CURRENCIES, Settings
+from gateway.settings import Store as MerchantStore
 from gateway.signing import KEY_ID_PATTERN, MERCHANT_ID_PATTERN, SECRET_BYTES, SECRET_PREFIX
 from gateway.store import Store
 
@@ -107,13 +109,6 @@ class MerchantInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class StoreInfo:
-    id: str
-    name: str
-    terminals: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class KeyInfo:
     """A signing key as listed: never its secret."""
 
@@ -175,7 +170,7 @@ class MerchantRegistry:
         fields = {
             "name": name, "currency": currency, "time_zone": time_zone,
             "business_day_cutoff": business_day_cutoff, "receipt_width": receipt_width,
-            "status": "active", "created_ms": _now_ms(),
+            "status": "active", "created_ms": wall_ms(),
         }
         key = keyspace.merchant_key(merchant_id)
         created = False
@@ -235,7 +230,7 @@ class MerchantRegistry:
                 if await pipe.scard(stores_key) >= STORES_PER_MERCHANT_MAX:
                     raise MerchantError("invalid_store", f"merchant {merchant_id} has {STORES_PER_MERCHANT_MAX} stores, the most allowed")
                 pipe.multi()
-                pipe.hset(store_key, mapping={"name": name, "created_ms": _now_ms()})
+                pipe.hset(store_key, mapping={"name": name, "created_ms": wall_ms()})
                 pipe.sadd(stores_key, store_id)
                 await pipe.execute()
                 return True
@@ -270,14 +265,14 @@ class MerchantRegistry:
             return False
         return bool(await self.store.redis.sismember(keyspace.store_terminals_key(merchant_id, store_id), terminal_id))
 
-    async def stores(self, merchant_id: str) -> tuple[StoreInfo, ...]:
+    async def stores(self, merchant_id: str) -> tuple[MerchantStore, ...]:
         """The merchant's stores with their terminals, by id."""
         await self._require_merchant(merchant_id)
         found = []
         for store_id in sorted(await self.store.redis.smembers(keyspace.merchant_stores_key(merchant_id))):
             name = await self.store.redis.hget(keyspace.merchant_store_key(merchant_id, store_id), "name")
             terminals = await self.store.redis.smembers(keyspace.store_terminals_key(merchant_id, store_id))
-            found.append(StoreInfo(store_id, name or "", tuple(sorted(terminals))))
+            found.append(MerchantStore(store_id, name or "", tuple(sorted(terminals))))
         return tuple(found)
 
     # -- signing keys ----------------------------------------------------------
@@ -297,7 +292,7 @@ class MerchantRegistry:
                 "merchant_key_issue",
                 [keyspace.merchant_key(merchant_id), keys_key, keyspace.signing_key_key(merchant_id, key_id),
                  *(keyspace.signing_key_key(merchant_id, k) for k in existing)],
-                [key_id, keyring_key_id, sealed, ACTIVE_KEYS_MAX, _now_ms(), *existing],
+                [key_id, keyring_key_id, sealed, ACTIVE_KEYS_MAX, wall_ms(), *existing],
             )
             if reply[0] == "ok":
                 return IssuedKey(key_id, secret)
@@ -328,7 +323,7 @@ class MerchantRegistry:
             return False
         # Keys are never deleted and only the issue script writes 'active' (to a
         # key that did not exist), so nothing can undo this write.
-        await self.store.redis.hset(key, mapping={"status": "revoked", "revoked_ms": _now_ms()})
+        await self.store.redis.hset(key, mapping={"status": "revoked", "revoked_ms": wall_ms()})
         return True
 
     async def list_keys(self, merchant_id: str) -> tuple[KeyInfo, ...]:
@@ -478,7 +473,3 @@ def _key_number(key_id: str) -> int:
 
 def _aad(merchant_id: str, key_id: str) -> str:
     return f"pointgate:merchant-key:{merchant_id}:{key_id}"
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from gateway import codes, keyspace, payments
+from gateway.clock import wall_ms
 from gateway.payments import Event, State
 from gateway.problems import Problem
 from gateway.settings import Settings
@@ -53,14 +53,10 @@ class Answer:
     outcome: str = ""  # approved, or the decline code (for metrics and the access log)
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class PaymentService:
     def __init__(
         self, store: Store, tokens: TokenService, settings: Settings,
-        now_ms: Callable[[], int] = _now_ms, token_hex: Callable[[int], str] = secrets.token_hex,
+        now_ms: Callable[[], int] = wall_ms, token_hex: Callable[[int], str] = secrets.token_hex,
         randbelow: Callable[[int], int] = secrets.randbelow,
     ) -> None:
         self.store = store

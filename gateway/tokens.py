@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,6 +27,7 @@ from urllib.parse import urlencode
 import pyotp
 
 from gateway import codes, keyspace, render
+from gateway.clock import wall_ms
 from gateway.keyring import Keyring
 from gateway.ledger import Ledger
 from gateway.settings import Settings
@@ -142,7 +142,7 @@ class TokenService:
                 "enrol",
                 [keyspace.device_key(slot), keyspace.member_devices_key(member_id),
                  keyspace.partition_slots_key(partition), keyspace.member_key(member_id)],
-                [slot, member_id, key_id, sealed, _now_ms()],
+                [slot, member_id, key_id, sealed, wall_ms()],
             )
             if reply[0] == "ok":
                 self._remember(slot, secret, member_id)
@@ -170,7 +170,7 @@ class TokenService:
         await self._set_status(member_id, slot, "unlock")
 
     async def _set_status(self, member_id: str, slot: int, operation: str) -> None:
-        reply = await self.store.run("device_status", [keyspace.device_key(slot)], [operation, member_id, _now_ms()])
+        reply = await self.store.run("device_status", [keyspace.device_key(slot)], [operation, member_id, wall_ms()])
         if reply[0] != "ok":
             raise TokenError(reply[0])
 
@@ -302,7 +302,3 @@ class TokenService:
 
 def _aad(slot: int) -> str:
     return f"pointgate:device:{slot}"
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

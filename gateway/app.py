@@ -285,23 +285,36 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
-    app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.extend([_redis_server, _store])
+    app.on_startup.append(_services)
     return app
 
 
-async def _services(app: web.Application):
-    """Redis (the bundled one when no REDIS_URL), the store and the services on it."""
-    settings = app[SETTINGS]
-    with redis_server(settings) as (url, _server):
-        store = Store(connect(url, settings.redis_socket_timeout_s, max_connections=256))
-        await store.load_scripts()
-        keyring = Keyring.load(settings.keyring_path)
-        tokens = TokenService(store, Ledger(store), keyring, settings)
-        registry = MerchantRegistry(store, keyring)
-        app[STORE], app[TOKENS], app[MERCHANTS] = store, tokens, registry
-        app[TERMINALS] = TerminalCache(registry)
-        app[PAYMENTS] = PaymentService(store, tokens, settings)
-        try:
-            yield
-        finally:
-            await store.close()
+REDIS_URL = web.AppKey("redis_url", str)
+
+
+async def _redis_server(app: web.Application):
+    """REDIS_URL if configured, else the bundled server (started, or the one already serving data_dir)."""
+    with redis_server(app[SETTINGS]) as (url, _server):
+        app[REDIS_URL] = url
+        yield
+
+
+async def _store(app: web.Application):
+    """The Redis connection pool with every script loaded; closed at shutdown."""
+    store = Store(connect(app[REDIS_URL], app[SETTINGS].redis_socket_timeout_s, max_connections=256))
+    await store.load_scripts()
+    app[STORE] = store
+    yield
+    await store.close()
+
+
+async def _services(app: web.Application) -> None:
+    """The services over the store; they hold no resource of their own."""
+    settings, store = app[SETTINGS], app[STORE]
+    keyring = Keyring.load(settings.keyring_path)
+    tokens = TokenService(store, Ledger(store), keyring, settings)
+    registry = MerchantRegistry(store, keyring)
+    app[TOKENS], app[MERCHANTS] = tokens, registry
+    app[TERMINALS] = TerminalCache(registry)
+    app[PAYMENTS] = PaymentService(store, tokens, settings)

@@ -115,10 +115,9 @@ def _run_redis(settings) -> int:
             print(f"redis: already running for {settings.data_dir} at {url}")
             return 0
         print(f"redis: serving {settings.data_dir} at {url} (Ctrl-C to stop)", flush=True)
-        stop = signal.sigwait if hasattr(signal, "sigwait") else None
-        assert stop is not None
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        stop({signal.SIGINT, signal.SIGTERM})
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        signal.sigwait(stop_signals)
     print("redis: stopped")
     return 0
 

@@ -99,7 +99,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "port": (0, 65535),
     "workers": (1, 64),
     "body_bytes_max": (1024, 1 << 20),
-    "shutdown_grace_s": (0, 300),
+    "shutdown_grace_s": (1, 300),  # aiohttp reads 0 as "wait for ever"
     "redis_port": (0, 65535),
     "redis_start_timeout_s": (1, 120),
     "redis_socket_timeout_s": (1, 60),

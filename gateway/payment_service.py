@@ -53,6 +53,16 @@ class Answer:
     outcome: str = ""  # approved, or the decline code (for metrics and the access log)
 
 
+def _no_member_key(partition: int) -> str:
+    """A member key of the right partition for a script that will not touch it.
+
+    Scripts declare every key they may touch (Redis Cluster routes on them);
+    a sale declined before any member was known, or a reversal of such a
+    sale, still passes one in the member's slot so the key list keeps its shape.
+    """
+    return keyspace.member_key(keyspace.new_member_id(partition, "0" * 12))
+
+
 class PaymentService:
     def __init__(
         self, store: Store, tokens: TokenService, settings: Settings,
@@ -117,7 +127,7 @@ class PaymentService:
             keyspace.order_key(caller.merchant_id, sale.order_ref),
             *self._batch_keys(caller, sale.store_id, sale.terminal_id),
             keyspace.device_key(slot), keyspace.used_codes_key(slot),
-            keyspace.member_key(member_id) if member_id else keyspace.member_key(keyspace.new_member_id(partition, "0" * 12)),
+            keyspace.member_key(member_id) if member_id else _no_member_key(partition),
             keyspace.journal_key(partition), keyspace.entry_index_key(partition), keyspace.payment_key(payment_id),
         ]
         args = [
@@ -235,7 +245,7 @@ class PaymentService:
             if payment_id:
                 partition = keyspace.partition_of_payment(payment_id)
                 member_id = await self.store.redis.hget(keyspace.payment_key(payment_id), "member_id")
-                member_key = keyspace.member_key(member_id or keyspace.new_member_id(partition, "0" * 12))
+                member_key = keyspace.member_key(member_id) if member_id else _no_member_key(partition)
                 keys += [member_key, keyspace.journal_key(partition), keyspace.entry_index_key(partition), keyspace.payment_key(payment_id)]
             args = [
                 NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, self.now_ms(), caller.merchant_id, body.order_ref,

@@ -101,10 +101,7 @@ async def test_missing_or_malformed_key_is_refused(gateway, key):
     headers = terminal.headers("POST", SALE_PATH, body)
     if key is not None:
         headers["Idempotency-Key"] = key
-    try:
-        status, problem, _ = await terminal.send("POST", SALE_PATH, body=body, headers=headers)
-    except ValueError:  # the client refuses to send a non-latin-1 header
-        pytest.skip("client cannot send this header value")
+    status, problem, _ = await terminal.send("POST", SALE_PATH, body=body, headers=headers)
     assert (400, "idempotency_key_missing") == (status, problem["code"])
     assert 5_000 == await gateway.balance(member)
 

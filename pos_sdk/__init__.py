@@ -1,3 +1,25 @@
-"""pointgate POS SDK: what a point-of-sale vendor embeds to accept pointgate codes."""
+"""pointgate POS SDK: what a point-of-sale vendor embeds to accept pointgate codes.
 
-__all__: list[str] = []
+Signing, idempotency keys kept in a local journal, safe retries, the
+unknown-outcome procedure (re-ask, look up, reverse), store-and-forward of
+reversals, scanner input and receipts. Depends on nothing in the gateway.
+See pos_sdk/README.md.
+"""
+
+from pos_sdk.aio import AsyncPosClient
+from pos_sdk.client import PosClient
+from pos_sdk.config import PosConfig
+from pos_sdk.errors import (
+    AuthenticationError, Conflict, ConnectError, Declined, ForwardQueued, GatewayError, IdempotencyError,
+    NotFound, PaymentNotCompleted, PosError, RequestError, Reversed, ReversalQueued, Timeout, TransportError,
+    ValidationError,
+)
+from pos_sdk.models import BatchResult, Decline, Payment, Refund, RefundResult, ReversalResult
+
+__all__ = [
+    "AsyncPosClient", "PosClient", "PosConfig",
+    "PosError", "TransportError", "ConnectError", "Timeout", "ForwardQueued", "GatewayError", "RequestError",
+    "ValidationError", "AuthenticationError", "IdempotencyError", "NotFound", "Conflict",
+    "PaymentNotCompleted", "Declined", "Reversed", "ReversalQueued",
+    "Payment", "Decline", "Refund", "RefundResult", "ReversalResult", "BatchResult",
+]

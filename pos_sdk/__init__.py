@@ -15,6 +15,8 @@ from pos_sdk.errors import (
     ValidationError,
 )
 from pos_sdk.models import BatchResult, Decline, Payment, Refund, RefundResult, ReversalResult
+from pos_sdk.receipt import ReceiptData, render_receipt
+from pos_sdk.scanner import ScannerError, ScanResult, classify, parse_payment_code
 
 __all__ = [
     "AsyncPosClient", "PosClient", "PosConfig",
@@ -22,4 +24,5 @@ __all__ = [
     "ValidationError", "AuthenticationError", "IdempotencyError", "NotFound", "Conflict",
     "PaymentNotCompleted", "Declined", "Reversed", "ReversalQueued",
     "Payment", "Decline", "Refund", "RefundResult", "ReversalResult", "BatchResult",
+    "classify", "parse_payment_code", "ScanResult", "ScannerError", "ReceiptData", "render_receipt",
 ]

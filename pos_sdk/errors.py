@@ -8,6 +8,7 @@ stable `code`, a `message` a cashier's screen can show, and the gateway's
     │   ├── Timeout               connected, but no answer in time
     │   └── ForwardQueued         unreachable, so the request is stored and sent later (`flush_outbox`)
     ├── GatewayError              the gateway failed (5xx) or answered nonsense
+    ├── ScannerError              the scanned or typed text is not a payment code (pos_sdk.scanner)
     ├── RequestError              the request was refused; nothing changed
     │   ├── ValidationError       the body or a header is not valid (vendor bug)
     │   ├── AuthenticationError   signature, key, clock or nonce refused

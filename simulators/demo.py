@@ -29,16 +29,18 @@ from pathlib import Path
 import zxingcpp
 from PIL import Image
 
-import secrets
+import datetime as dt
+from zoneinfo import ZoneInfo
 
-from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp import web
 
-from gateway import codes, render, signing
+from gateway import codes, render
 from gateway.app import MERCHANTS, create_app
 from gateway.embedded_redis import free_port
 from gateway.runtime import open_runtime
 from gateway.settings import load_settings
 from gateway.tokens import Outcome
+from pos_sdk import AsyncPosClient, Declined, PosConfig, ReceiptData, parse_payment_code, render_receipt
 
 DEMO_DIR = Path("var/demo")
 
@@ -139,25 +141,10 @@ async def tell(story: Story) -> None:
         )
 
 
-class SignedTerminal:
-    """A GS25 terminal speaking the merchant API, signing as docs/signing.md says."""
-
-    def __init__(self, session: ClientSession, base_url: str, key_id: str, secret: str) -> None:
-        self.session, self.base_url, self.key_id, self.secret = session, base_url, key_id, secret
-        self.place = {"store_id": "gs25-gangnam-01", "terminal_id": "t1"}
-
-    async def post(self, path: str, document: dict) -> tuple[int, dict]:
-        body = json.dumps(document).encode()
-        headers = signing.signed_headers(self.secret, "POST", path, body, "gs25", self.key_id, time.time(), secrets.token_hex(12))
-        headers |= {"Content-Type": "application/json", "Idempotency-Key": "demo-" + secrets.token_hex(8)}
-        async with self.session.post(self.base_url + path, data=body, headers=headers) as response:
-            return response.status, await response.json(content_type=None)
-
-
 def scan(png: bytes) -> str:
-    """What the store's scanner reads from the phone's screen."""
+    """What the store's scanner reads from the phone's screen, as the POS parses it."""
     [result] = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
-    return result.text
+    return parse_payment_code(result.text, {"9410", "8860"})
 
 
 async def at_the_store(story: Story, rt, settings, phone, member_id: str) -> None:
@@ -169,53 +156,58 @@ async def at_the_store(story: Story, rt, settings, phone, member_id: str) -> Non
     try:
         await app[MERCHANTS].load_config(settings)
         key_id, secret = await app[MERCHANTS].issue_key("gs25")
-        async with ClientSession(timeout=ClientTimeout(total=10)) as session:
-            terminal = SignedTerminal(session, f"http://127.0.0.1:{port}", key_id, secret)
-            step = codes.step_of(int(time.time()), settings.code_step_s)
-            shown = codes.encode_code(rt.tokens.home.prefix, phone.slot, 1, phone.secret, step)
-            (DEMO_DIR / "sale-1-code128.png").write_bytes(render.code128_png(shown))
-            scanned = scan((DEMO_DIR / "sale-1-code128.png").read_bytes())
-            status, sale = await terminal.post("/v1/payments", {
-                "code": scanned, "amount": 4_500, "currency": "KRW", "order_ref": "GS25-DEMO-0001", **terminal.place})
-            story.check(
-                "pay 4,500 KRW at GS25 Gangnam by scanning the phone's Code 128",
-                "approved, 4,500 points debited, balance 7,500",
-                f"HTTP {status}, {sale.get('status')}, approval {sale.get('approval_code')}, "
-                f"{sale.get('points')} points, balance {sale.get('balance_after')}",
-                status == 201 and sale.get("status") == "approved" and sale.get("balance_after") == 7_500,
-            )
-            status, refund = await terminal.post(f"/v1/payments/{sale.get('payment_id')}/refunds", {"amount": 1_500, **terminal.place})
-            story.check(
-                "refund 1,500 KRW of it (one item returned)",
-                "partially refunded, balance 9,000",
-                f"HTTP {status}, {refund.get('payment', {}).get('status')}, balance {refund.get('refund', {}).get('balance_after')}",
-                status == 201 and refund["refund"]["balance_after"] == 9_000,
-            )
-            shown = codes.encode_code(rt.tokens.home.prefix, phone.slot, 2, phone.secret, step)
-            qr = render.qr_png(shown)
-            (DEMO_DIR / "sale-2-qr.png").write_bytes(qr)
-            status, second = await terminal.post("/v1/payments", {
-                "code": scan(qr), "amount": 2_000, "currency": "KRW", "order_ref": "GS25-DEMO-0002", **terminal.place})
-            status_c, cancelled = await terminal.post(f"/v1/payments/{second.get('payment_id')}/cancel", terminal.place)
-            story.check(
-                "a second sale of 2,000 KRW (QR scan), cancelled at the till",
-                "approved with balance 7,000, then cancelled with balance 9,000",
-                f"{second.get('status')} with balance {second.get('balance_after')}, "
-                f"then HTTP {status_c} {cancelled.get('status')} with balance {cancelled.get('balance_after')}",
-                second.get("balance_after") == 7_000 and cancelled.get("status") == "cancelled"
-                and cancelled.get("balance_after") == 9_000,
-            )
-            status, replay = await terminal.post("/v1/payments", {
-                "code": scanned, "amount": 1_000, "currency": "KRW", "order_ref": "GS25-DEMO-0003", **terminal.place})
-            story.check(
-                "the first code is scanned again for a new order",
-                "declined as replayed_code, nothing debited",
-                f"{replay.get('status')}: {(replay.get('decline') or {}).get('code')} "
-                f"({(replay.get('decline') or {}).get('message')})",
-                replay.get("status") == "declined" and replay["decline"]["code"] == "replayed_code",
-            )
+        config = PosConfig(f"http://127.0.0.1:{port}", "gs25", "gs25-gangnam-01", "t1", key_id, secret,
+                           journal_path=str(DEMO_DIR / "gs25-t1-journal.sqlite3"))
+        async with AsyncPosClient(config) as terminal:
+            await sales(story, rt, settings, phone, terminal)
     finally:
         await runner.cleanup()
+
+
+async def sales(story: Story, rt, settings, phone, terminal: AsyncPosClient) -> None:
+    step = codes.step_of(int(time.time()), settings.code_step_s)
+    shown = codes.encode_code(rt.tokens.home.prefix, phone.slot, 1, phone.secret, step)
+    (DEMO_DIR / "sale-1-code128.png").write_bytes(render.code128_png(shown))
+    scanned = scan((DEMO_DIR / "sale-1-code128.png").read_bytes())
+    sale = await terminal.pay(scanned, 4_500, "GS25-DEMO-0001")
+    story.check(
+        "pay 4,500 KRW at GS25 Gangnam by scanning the phone's Code 128",
+        "approved, 4,500 points debited, balance 7,500",
+        f"{sale.status}, approval {sale.approval_code}, {sale.points} points, balance {sale.balance_after}",
+        sale.status == "approved" and sale.balance_after == 7_500,
+    )
+    receipt = render_receipt(ReceiptData(
+        store_name="GS25 강남역점", store_id=sale.store_id, terminal_id=sale.terminal_id,
+        time=dt.datetime.fromisoformat(sale.created_at.replace("Z", "+00:00")).astimezone(ZoneInfo("Asia/Seoul")),
+        order_ref=sale.order_ref, payment_id=sale.payment_id, approval_code=sale.approval_code, status=sale.status,
+        amount=sale.amount, currency=sale.currency, points_used=sale.points, balance_after=sale.balance_after,
+    ), width=42, language="ko")
+    (DEMO_DIR / "receipt-sale-1.txt").write_text(receipt)
+    refund = await terminal.refund(sale.payment_id, 1_500, "one item returned")
+    story.check(
+        "refund 1,500 KRW of it (one item returned)",
+        "partially refunded, balance 9,000",
+        f"{refund.payment.status}, balance {refund.refund.balance_after}",
+        refund.payment.status == "partially_refunded" and refund.refund.balance_after == 9_000,
+    )
+    shown = codes.encode_code(rt.tokens.home.prefix, phone.slot, 2, phone.secret, step)
+    qr = render.qr_png(shown)
+    (DEMO_DIR / "sale-2-qr.png").write_bytes(qr)
+    second = await terminal.pay(scan(qr), 2_000, "GS25-DEMO-0002")
+    cancelled = await terminal.cancel(second.payment_id)
+    story.check(
+        "a second sale of 2,000 KRW (QR scan), cancelled at the till",
+        "approved with balance 7,000, then cancelled with balance 9,000",
+        f"{second.status} with balance {second.balance_after}, then {cancelled.status} with balance {cancelled.balance_after}",
+        second.balance_after == 7_000 and cancelled.status == "cancelled" and cancelled.balance_after == 9_000,
+    )
+    try:
+        replay = await terminal.pay(scanned, 1_000, "GS25-DEMO-0003")
+        happened, passed = f"{replay.status} (it should not have been)", False
+    except Declined as e:
+        happened, passed = f"declined: {e.decline_code} ({e.message})", e.decline_code == "replayed_code"
+    story.check("the first code is scanned again for a new order", "declined as replayed_code, nothing debited",
+                happened, passed)
 
 
 def main() -> int:

@@ -19,7 +19,6 @@ from gateway.keyring import Keyring
 from gateway.ledger import Ledger
 from gateway.merchants import MerchantRegistry
 from gateway.settings import load_settings
-from gateway.store import Store, connect
 from gateway.tokens import TokenService
 
 

@@ -12,7 +12,7 @@ import pytest
 import zxingcpp
 from PIL import Image
 
-from gateway import codes, keyspace, render
+from gateway import codes, keyspace
 from gateway.keyring import Keyring
 from gateway.tokens import Outcome, TokenError, TokenService
 

@@ -20,9 +20,10 @@ import msgspec
 import redis.exceptions
 from aiohttp import web
 
-from gateway import payments, signing
+from gateway import payments, render, signing
 from gateway.keyring import Keyring
 from gateway.ledger import Ledger
+from gateway.members import Bearer, EarningRequest, MemberService
 from gateway.merchants import MerchantRegistry
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
@@ -41,6 +42,11 @@ PAYMENTS = web.AppKey("payments", PaymentService)
 MERCHANTS = web.AppKey("merchants", MerchantRegistry)
 TOKENS = web.AppKey("tokens", TokenService)
 METRICS = web.AppKey("metrics", Metrics)
+MEMBERS = web.AppKey("members", MemberService)
+
+class EnrolRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Enrolment takes no fields yet; unknown ones are refused like everywhere else."""
+
 
 REQUEST_ID = web.RequestKey("request_id", str)
 OUTCOME = web.RequestKey("outcome", str)
@@ -132,8 +138,8 @@ class TerminalCache:
 TERMINALS = web.AppKey("terminals", TerminalCache)
 
 
-async def authenticate(request: web.Request, body: bytes) -> Caller:
-    """Verify the merchant's signature; raise Problem naming what is wrong."""
+async def authenticate(request: web.Request, body: bytes, role: str = "merchant") -> Caller:
+    """Verify the signature of a merchant (or an affiliate); raise Problem naming what is wrong."""
     try:
         parsed = signing.parse_signature_headers(request.headers)
         secret = await request.app[MERCHANTS].signing_secret(parsed.merchant_id, parsed.key_id)
@@ -144,6 +150,8 @@ async def authenticate(request: web.Request, body: bytes) -> Caller:
     merchant = await request.app[TERMINALS].merchant(parsed.merchant_id)
     if merchant is None:
         raise Problem("unknown_key")
+    if merchant.role != role:
+        raise Problem("forbidden", f"{parsed.merchant_id} is a {merchant.role}; this route is for a {role}")
     request[MERCHANT_ID] = parsed.merchant_id
     return Caller(parsed.merchant_id, parsed.key_id, parsed.nonce, merchant.currency, merchant.time_zone, merchant.business_day_cutoff)
 
@@ -179,9 +187,9 @@ def respond(request: web.Request, answer: Answer) -> web.Response:
     return response
 
 
-async def signed_write(request: web.Request, kind: type[Any]) -> tuple[Caller, Any, str, str, bytes]:
+async def signed_write(request: web.Request, kind: type[Any], role: str = "merchant") -> tuple[Caller, Any, str, str, bytes]:
     body = await request.read()
-    caller = await authenticate(request, body)
+    caller = await authenticate(request, body, role)
     key = idempotency_key(request)
     parsed = decode(body, kind, request)
     return caller, parsed, key, payments.request_hash(request.method, request.raw_path, body), body
@@ -239,6 +247,88 @@ async def close_batch(request: web.Request) -> web.Response:
     return respond(request, await request.app[PAYMENTS].close_batch(caller, terminal_id, body, key, digest))
 
 
+# -- member and affiliate handlers ---------------------------------------------
+
+
+SLOT_RE = re.compile(r"^[1-9][0-9]{8}$")
+
+
+def _slot(request: web.Request) -> int:
+    text = request.match_info["slot"]
+    if not SLOT_RE.match(text):
+        raise Problem("device_not_found")
+    return int(text)
+
+
+def _json(document: Any, status: int = 200) -> web.Response:
+    return web.Response(body=payments.dumps(document), status=status, content_type="application/json")
+
+
+async def _bearer(request: web.Request) -> Bearer:
+    return await request.app[MEMBERS].authenticate(request.headers.get("Authorization"))
+
+
+async def enrol_member(request: web.Request) -> web.Response:
+    decode(await request.read(), EnrolRequest, request)
+    return _json(await request.app[MEMBERS].enrol_member(), 201)
+
+
+async def get_member(request: web.Request) -> web.Response:
+    bearer = await _bearer(request)
+    return _json(await request.app[MEMBERS].balance(bearer, request.match_info["member_id"]))
+
+
+async def enrol_device(request: web.Request) -> web.Response:
+    bearer = await _bearer(request)
+    decode(await request.read(), EnrolRequest, request)
+    return _json(await request.app[MEMBERS].enrol_device(bearer, request.match_info["member_id"]), 201)
+
+
+async def revoke_device(request: web.Request) -> web.Response:
+    bearer = await _bearer(request)
+    await request.app[MEMBERS].revoke_device(bearer, request.match_info["member_id"], _slot(request))
+    return _json({"slot": _slot(request), "status": "revoked"})
+
+
+async def unlock_device(request: web.Request) -> web.Response:
+    bearer = await _bearer(request)
+    await request.app[MEMBERS].unlock_device(bearer, request.match_info["member_id"], _slot(request))
+    return _json({"slot": _slot(request), "status": "active"})
+
+
+async def member_codes(request: web.Request) -> web.Response:
+    bearer = await _bearer(request)
+    count_text = request.query.get("count", "1")
+    if not count_text.isdigit():
+        raise Problem("invalid_request", "count must be a whole number")
+    return _json(await request.app[MEMBERS].codes(bearer, request.match_info["member_id"], _slot(request), int(count_text)))
+
+
+async def member_code_image(request: web.Request) -> web.Response:
+    """The current code as the phone screen shows it: Code 128 or QR, PNG or SVG."""
+    bearer = await _bearer(request)
+    symbology = request.query.get("symbology", "code128")
+    image_format = request.path.rsplit(".", 1)[1]
+    if symbology not in ("code128", "qr") or (image_format == "svg" and symbology != "code128"):
+        raise Problem("invalid_request", "symbology is code128 (png or svg) or qr (png)")
+    listing = await request.app[MEMBERS].codes(bearer, request.match_info["member_id"], _slot(request), 1)
+    code = listing["codes"][0]["code"]
+    if image_format == "svg":
+        body, content_type = render.code128_svg(code), "image/svg+xml"
+    else:
+        body, content_type = (render.qr_png(code) if symbology == "qr" else render.code128_png(code)), "image/png"
+    response = web.Response(body=body, content_type=content_type)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-PG-Code-Expires-At"] = listing["codes"][0]["expires_at"]
+    return response
+
+
+async def create_earning(request: web.Request) -> web.Response:
+    caller, earning, key, digest, _ = await signed_write(request, EarningRequest, role="affiliate")
+    body, replayed = await request.app[MEMBERS].earn(caller, earning, key, digest)
+    return respond(request, Answer(201, body, replayed, "earned"))
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -269,6 +359,15 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("POST", "/v1/payments/{payment_id}/refunds", refund_payment),
     ("POST", "/v1/reversals", create_reversal),
     ("POST", "/v1/terminals/{terminal_id}/batches", close_batch),
+    ("POST", "/v1/members", enrol_member),
+    ("GET", "/v1/members/{member_id}", get_member),
+    ("POST", "/v1/members/{member_id}/devices", enrol_device),
+    ("DELETE", "/v1/members/{member_id}/devices/{slot}", revoke_device),
+    ("POST", "/v1/members/{member_id}/devices/{slot}/unlock", unlock_device),
+    ("GET", "/v1/members/{member_id}/devices/{slot}/codes", member_codes),
+    ("GET", "/v1/members/{member_id}/devices/{slot}/code.png", member_code_image),
+    ("GET", "/v1/members/{member_id}/devices/{slot}/code.svg", member_code_image),
+    ("POST", "/v1/earnings", create_earning),
     ("GET", "/healthz", healthz),
     ("GET", "/readyz", readyz),
     ("GET", "/metrics", metrics),
@@ -318,3 +417,4 @@ async def _services(app: web.Application) -> None:
     app[TOKENS], app[MERCHANTS] = tokens, registry
     app[TERMINALS] = TerminalCache(registry)
     app[PAYMENTS] = PaymentService(store, tokens, settings)
+    app[MEMBERS] = MemberService(store, tokens, settings)

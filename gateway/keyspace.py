@@ -171,3 +171,18 @@ def new_payment_id(partition: int, random_hex: str) -> str:
 
 def partition_of_payment(payment_id: str) -> int:
     return int(payment_id[4:7])
+
+
+def affiliate_budget_key(affiliate_id: str) -> str:
+    """Hash: `budget_points` (from affiliates.toml) and `issued_points` (all earnings so far)."""
+    return f"{PREFIX}:{merchant_tag(affiliate_id)}:budget"
+
+
+def earning_key(affiliate_id: str, affiliate_ref: str) -> str:
+    """String: the earning id an affiliate's own reference was credited under (one credit per reference)."""
+    return f"{PREFIX}:{merchant_tag(affiliate_id)}:earning:{affiliate_ref}"
+
+
+def member_token_key(partition: int, token_hash: str) -> str:
+    """Hash: a member bearer token's `member_id`, `slot`, `status`, `expires_ms`; keyed by the token's SHA-256."""
+    return f"{PREFIX}:{partition_tag(partition)}:token:{token_hash}"

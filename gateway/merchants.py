@@ -46,6 +46,8 @@ from gateway.settings import Store as MerchantStore
 from gateway.signing import KEY_ID_PATTERN, MERCHANT_ID_PATTERN, SECRET_BYTES, SECRET_PREFIX
 from gateway.store import Store
 
+ROLES: Final = ("merchant", "affiliate")
+"""A merchant's keys sign terminal requests; an affiliate's sign earnings. Neither can use the other's routes."""
 ACTIVE_KEYS_MAX: Final = 2
 """Two keys overlap during a rotation; a third active key is refused."""
 KEYS_ISSUED_MAX: Final = 1000
@@ -106,6 +108,7 @@ class MerchantInfo:
     receipt_width: int
     status: str
     created_ms: int
+    role: str = "merchant"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +138,11 @@ class LoadSummary:
     merchants_created: int
     stores_created: int
     terminals_added: int
+    affiliates_created: int = 0
 
     @property
     def changed(self) -> bool:
-        return bool(self.merchants_created or self.stores_created or self.terminals_added)
+        return bool(self.merchants_created or self.stores_created or self.terminals_added or self.affiliates_created)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,14 +167,16 @@ class MerchantRegistry:
 
     async def create_merchant(
         self, merchant_id: str, name: str, currency: str, time_zone: str,
-        business_day_cutoff: str, receipt_width: int,
+        business_day_cutoff: str, receipt_width: int, role: str = "merchant",
     ) -> bool:
-        """Register a merchant; False (and nothing changed) if the id is taken."""
+        """Register a merchant (or, with role "affiliate", a signing affiliate); False if the id is taken."""
         _check_merchant(merchant_id, name, currency, time_zone, business_day_cutoff, receipt_width)
+        if role not in ROLES:
+            raise MerchantError("invalid_merchant", f"role must be one of {', '.join(ROLES)}, got {role!r}")
         fields = {
             "name": name, "currency": currency, "time_zone": time_zone,
             "business_day_cutoff": business_day_cutoff, "receipt_width": receipt_width,
-            "status": "active", "created_ms": wall_ms(),
+            "status": "active", "role": role, "created_ms": wall_ms(),
         }
         key = keyspace.merchant_key(merchant_id)
         created = False
@@ -199,15 +205,15 @@ class MerchantRegistry:
         return MerchantInfo(
             id=merchant_id, name=fields["name"], currency=fields["currency"], time_zone=fields["time_zone"],
             business_day_cutoff=fields["business_day_cutoff"], receipt_width=int(fields["receipt_width"]),
-            status=fields["status"], created_ms=int(fields["created_ms"]),
+            status=fields["status"], created_ms=int(fields["created_ms"]), role=fields.get("role", "merchant"),
         )
 
-    async def list_merchants(self) -> tuple[MerchantInfo, ...]:
-        """Every registered merchant, by id."""
+    async def list_merchants(self, role: str | None = "merchant") -> tuple[MerchantInfo, ...]:
+        """Every registered merchant (or affiliate, or with None both), by id."""
         found = []
         for merchant_id in sorted(await self.store.redis.smembers(keyspace.MERCHANTS_KEY)):
             info = await self.merchant(merchant_id)
-            if info is not None:
+            if info is not None and role in (None, info.role):
                 found.append(info)
         return tuple(found)
 
@@ -405,7 +411,13 @@ class MerchantRegistry:
                 stores += await self.add_store(m.id, s.id, s.name)
                 for terminal_id in s.terminals:
                     terminals += await self.add_terminal(m.id, s.id, terminal_id)
-        return LoadSummary(merchants, stores, terminals)
+        affiliates = 0
+        for a in settings.affiliates:
+            affiliates += await self.create_merchant(
+                a.id, a.name, settings.home_network.currency, settings.member_day_time_zone, "00:00", 42, role="affiliate")
+            # The budget follows the configuration; what was issued stays.
+            await self.store.redis.hset(keyspace.affiliate_budget_key(a.id), "budget_points", a.budget_points)
+        return LoadSummary(merchants, stores, terminals, affiliates)
 
     # -- checks ----------------------------------------------------------------
 

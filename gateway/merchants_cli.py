@@ -6,7 +6,7 @@
     gateway merchants issue-key MERCHANT_ID      prints the new secret, this once only
     gateway merchants revoke-key MERCHANT_ID KEY_ID
     gateway merchants list [MERCHANT_ID]         merchants, stores, terminals, keys (never secrets)
-    gateway merchants load-config                create what config/merchants.toml lists; no keys
+    gateway merchants load-config                create what merchants.toml and affiliates.toml list; no keys
 
 A refused operation prints one line to stderr and exits 1.
 """
@@ -116,11 +116,11 @@ async def _list(registry: MerchantRegistry, settings: Settings, args: argparse.N
             raise MerchantError("unknown_merchant", f"no merchant {args.merchant_id}")
         merchants: tuple = (merchant,)
     else:
-        merchants = await registry.list_merchants()
+        merchants = await registry.list_merchants(role=None)
     if not merchants:
         print("merchants: none registered (try `gateway merchants load-config`)")
     for m in merchants:
-        print(f"{m.id}: {m.name}, {m.currency}, {m.time_zone}, day ends {m.business_day_cutoff}, "
+        print(f"{m.id} ({m.role}): {m.name}, {m.currency}, {m.time_zone}, day ends {m.business_day_cutoff}, "
               f"receipt {m.receipt_width} columns, {m.status}")
         for s in await registry.stores(m.id):
             print(f"  store {s.id} ({s.name}): terminals {', '.join(s.terminals) or 'none'}")
@@ -137,7 +137,7 @@ async def _load_config(registry: MerchantRegistry, settings: Settings, args: arg
     summary = await registry.load_config(settings)
     print(f"merchants: {len(settings.merchants)} merchant(s) in merchants.toml; created "
           f"{summary.merchants_created} merchant(s), {summary.stores_created} store(s), "
-          f"{summary.terminals_added} terminal(s)" + ("" if summary.changed else "; nothing changed"))
+          f"{summary.terminals_added} terminal(s), {summary.affiliates_created} affiliate(s)" + ("" if summary.changed else "; nothing changed"))
     return 0
 
 

@@ -85,6 +85,55 @@ class BatchResult(msgspec.Struct):
     next_batch_no: int
 
 
+class Device(msgspec.Struct):
+    slot: int
+    secret_b32: str
+    issuer_prefix: str
+    code_step_s: int
+    provisioning_uri: str
+
+
+class Enrolment(msgspec.Struct):
+    member_id: str
+    token: str
+    token_expires_at: str
+    device: Device
+
+
+class MemberBalance(msgspec.Struct):
+    member_id: str
+    unit: str
+    available: int
+    held: int
+
+
+class OnlineCode(msgspec.Struct):
+    code: str
+    step: int
+    seq: int
+    refresh_at: str
+    expires_at: str
+
+
+class CodeList(msgspec.Struct):
+    codes: list[OnlineCode]
+
+
+class DeviceStatus(msgspec.Struct):
+    slot: int
+    status: str
+
+
+class Earning(msgspec.Struct):
+    earning_id: str
+    member_id: str
+    points: int
+    balance_after: int
+    affiliate_id: str
+    affiliate_ref: str
+    created_at: str
+
+
 class ProblemDetails(msgspec.Struct):
     type: str
     title: str
@@ -111,6 +160,15 @@ _REFUND = {"refund_id": "rf_5c0f2a9d11e4b7a3", "payment_id": _APPROVED["payment_
 _TOTALS = {"sale_count": 12, "sale_amount": 54000, "void_count": 1, "void_amount": 3000, "refund_count": 0, "refund_amount": 0}
 
 SIGNED = [{"pointgateSignature": []}]
+BEARER = [{"memberToken": []}]
+_DEVICE = {"slot": 120455622, "secret_b32": "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQGEZA", "issuer_prefix": "9410",
+           "code_step_s": 30, "provisioning_uri": "otpauth://totp/pointgate:120455622?secret=...&pg_slot=120455622"}
+_ENROLMENT = {"member_id": "m62275aed6dc14cb", "token": "pgmt_622_" + "A" * 43,
+              "token_expires_at": "2026-12-31T03:14:15.926Z", "device": _DEVICE}
+_CODE = {"code": "941011204556220379817093", "step": 59_999_999, "seq": 0,
+         "refresh_at": "2026-12-01T03:14:30.000Z", "expires_at": "2026-12-01T03:15:00.000Z"}
+_EARNING = {"earning_id": "earn_5c0f2a9d11e4b7a3", "member_id": "m62275aed6dc14cb", "points": 12000, "balance_after": 12000,
+            "affiliate_id": "hana-card", "affiliate_ref": "CARD-2026-11-CASHBACK-0001", "created_at": "2026-12-01T03:14:15.926Z"}
 MERCHANT_HEADERS = [
     {"name": "Idempotency-Key", "in": "header", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{8,128}$"},
      "description": "one per operation; a retry sends the same key and body and gets the same response"},
@@ -148,7 +206,29 @@ OPERATIONS: tuple[tuple[str, str, str, type | None, int, type, Any, tuple[str, .
      200, BatchResult,
      {"matched": {"batch_no": 3, "status": "matched", "gateway": _TOTALS, "terminal": _TOTALS, "differences": [], "next_batch_no": 4}},
      ("invalid_request", "idempotency_key_missing", "idempotency_mismatch", "unknown_terminal")),
+    ("post", "/v1/members", "Enrol a member and their first device (secret and token shown once)", None, 201, Enrolment,
+     {"enrolled": _ENROLMENT}, ("invalid_request", "invalid_json")),
+    ("get", "/v1/members/{member_id}", "The member's balance", None, 200, MemberBalance,
+     {"balance": {"member_id": "m62275aed6dc14cb", "unit": "HMP", "available": 7500, "held": 0}}, ("member_not_found",)),
+    ("post", "/v1/members/{member_id}/devices", "Enrol another device", None, 201, Enrolment,
+     {"enrolled": _ENROLMENT}, ("member_not_found", "too_many_devices")),
+    ("delete", "/v1/members/{member_id}/devices/{slot}", "Revoke a device (lost phone) and its token", None, 200,
+     DeviceStatus, {"revoked": {"slot": 120455622, "status": "revoked"}}, ("member_not_found", "device_not_found")),
+    ("post", "/v1/members/{member_id}/devices/{slot}/unlock", "Unlock a device locked by wrong codes", None, 200,
+     DeviceStatus, {"unlocked": {"slot": 120455622, "status": "active"}},
+     ("member_not_found", "device_not_found", "device_unavailable")),
+    ("get", "/v1/members/{member_id}/devices/{slot}/codes", "The device's next payment codes (count 1-5)", None, 200,
+     CodeList, {"one": {"codes": [_CODE]}}, ("invalid_request", "member_not_found", "device_not_found", "device_unavailable")),
+    ("get", "/v1/members/{member_id}/devices/{slot}/code.png", "The current code as Code 128 or QR (?symbology=qr)",
+     None, 200, None, {}, ("invalid_request", "member_not_found", "device_not_found", "device_unavailable")),
+    ("get", "/v1/members/{member_id}/devices/{slot}/code.svg", "The current code as Code 128 SVG",
+     None, 200, None, {}, ("invalid_request", "member_not_found", "device_not_found", "device_unavailable")),
+    ("post", "/v1/earnings", "An affiliate credits earned points to a member", "EarningRequest", 201, Earning,
+     {"credited": _EARNING},
+     ("invalid_json", "invalid_request", "idempotency_key_missing", "idempotency_mismatch", "forbidden",
+      "member_not_found", "over_budget", "affiliate_ref_in_use")),
 )
+MEMBER_PROBLEMS = ("unauthorized", "storage_unavailable", "internal_error")
 OPS_ROUTES = (
     ("/healthz", "Liveness: the process answers"),
     ("/readyz", "Readiness: Redis reachable and scripts loaded"),
@@ -166,24 +246,43 @@ def _problem_example(code: str) -> dict[str, Any]:
             "retryable": kind.retryable, "fault": kind.fault}
 
 
+def _security(method: str, path: str) -> tuple[list[dict[str, list[str]]], tuple[str, ...]]:
+    if path == "/v1/members" and method == "post":
+        return [], ("storage_unavailable", "internal_error")
+    if path.startswith("/v1/members"):
+        return BEARER, MEMBER_PROBLEMS
+    return SIGNED, AUTH_PROBLEMS
+
+
+def _operations() -> list[tuple]:
+    from gateway.members import EarningRequest
+
+    return [op[:3] + ((EarningRequest if op[3] == "EarningRequest" else op[3]),) + op[4:] for op in OPERATIONS]
+
+
 @functools.cache
 def openapi_document() -> dict[str, Any]:
-    types = [t for op in OPERATIONS for t in (op[3], op[5]) if t is not None] + [ProblemDetails]
+    operations = _operations()
+    types = [t for op in operations for t in (op[3], op[5]) if t is not None] + [ProblemDetails]
     _, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
-    for op in OPERATIONS:
+    for op in operations:
         if op[3] is not None:
             components[op[3].__name__]["additionalProperties"] = False
     paths: dict[str, dict[str, Any]] = {}
-    for method, path, summary, request_type, status, response_type, examples, problems in OPERATIONS:
-        codes = sorted(set(problems) | set(AUTH_PROBLEMS))
+    for method, path, summary, request_type, status, response_type, examples, problems in operations:
+        security, auth_problems = _security(method, path)
+        codes = sorted(set(problems) | set(auth_problems))
         by_status: dict[int, list[str]] = {}
         for code in codes:
             by_status.setdefault(PROBLEMS[code].status, []).append(code)
-        responses: dict[str, Any] = {
-            str(status): {"description": summary, "content": {"application/json": {
+        if response_type is None:
+            media = "image/svg+xml" if path.endswith(".svg") else "image/png"
+            success = {media: {"schema": {"type": "string", "contentMediaType": media}}}
+        else:
+            success = {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{response_type.__name__}"},
-                "examples": {name: {"value": value} for name, value in examples.items()}}}},
-        }
+                "examples": {name: {"value": value} for name, value in examples.items()}}}
+        responses: dict[str, Any] = {str(status): {"description": summary, "content": success}}
         for problem_status, problem_codes in sorted(by_status.items()):
             responses[str(problem_status)] = {
                 "description": "problem: " + ", ".join(problem_codes),
@@ -191,10 +290,17 @@ def openapi_document() -> dict[str, Any]:
                     "schema": {"$ref": "#/components/schemas/ProblemDetails"},
                     "examples": {code: {"value": _problem_example(code)} for code in problem_codes}}},
             }
-        operation: dict[str, Any] = {"summary": summary, "security": SIGNED, "responses": responses,
-                                     "parameters": [p for p in MERCHANT_HEADERS if method == "post" or p["name"] != "Idempotency-Key"]}
+        signed = security is SIGNED
+        headers = [p for p in MERCHANT_HEADERS if (signed and method == "post") or p["name"] != "Idempotency-Key"]
+        operation: dict[str, Any] = {"summary": summary, "security": security, "responses": responses, "parameters": headers}
         operation["parameters"] += [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                                     for name in _path_params(path)]
+        if path.endswith("/codes"):
+            operation["parameters"].append({"name": "count", "in": "query", "required": False,
+                                            "schema": {"type": "integer", "minimum": 1, "maximum": 5}})
+        if path.endswith(".png"):
+            operation["parameters"].append({"name": "symbology", "in": "query", "required": False,
+                                            "schema": {"enum": ["code128", "qr"]}})
         if path == "/v1/payments" and method == "get":
             operation["parameters"].append({"name": "order_ref", "in": "query", "required": True, "schema": {"type": "string"}})
         if request_type is not None:
@@ -205,7 +311,7 @@ def openapi_document() -> dict[str, Any]:
         paths[path] = {"get": {"summary": summary, "responses": {"200": {"description": summary}}}}
     return {
         "openapi": "3.1.0",
-        "info": {"title": "pointgate merchant API", "version": "1",
+        "info": {"title": "pointgate API (merchants, members, affiliates)", "version": "1",
                  "description": "Signed with HMAC-SHA256 (see docs/signing.md). Declined sales are payments "
                                 "with status declined and a decline code; errors are RFC 9457 problem+json."},
         "paths": paths,
@@ -213,7 +319,9 @@ def openapi_document() -> dict[str, Any]:
             "schemas": components,
             "securitySchemes": {"pointgateSignature": {
                 "type": "apiKey", "in": "header", "name": "X-PG-Signature",
-                "description": "with X-PG-Merchant, X-PG-Key-Id, X-PG-Timestamp and X-PG-Nonce; see docs/signing.md"}},
+                "description": "with X-PG-Merchant, X-PG-Key-Id, X-PG-Timestamp and X-PG-Nonce; see docs/signing.md"},
+                "memberToken": {"type": "http", "scheme": "bearer",
+                                "description": "the token a device got at enrolment (pgmt_...)"}},
         },
     }
 

@@ -55,6 +55,13 @@ class Merchant:
 
 
 @dataclass(frozen=True, slots=True)
+class Affiliate:
+    id: str
+    name: str
+    budget_points: int
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     # [server]
     host: str = "127.0.0.1"
@@ -82,6 +89,7 @@ class Settings:
     # networks.toml and merchants.toml
     networks: tuple[Network, ...] = ()
     merchants: tuple[Merchant, ...] = ()
+    affiliates: tuple[Affiliate, ...] = ()
 
     @property
     def home_network(self) -> Network:
@@ -89,6 +97,9 @@ class Settings:
 
     def network_by_prefix(self, prefix: str) -> Network | None:
         return next((n for n in self.networks if n.prefix == prefix), None)
+
+    def affiliate(self, affiliate_id: str) -> Affiliate | None:
+        return next((a for a in self.affiliates if a.id == affiliate_id), None)
 
     def merchant(self, merchant_id: str) -> Merchant | None:
         return next((m for m in self.merchants if m.id == merchant_id), None)
@@ -111,7 +122,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "member_daily_points_max": (1, 10**12),
 }
 _SCALAR_FIELDS = {
-    f.name: f for f in dataclasses.fields(Settings) if f.name not in ("networks", "merchants")
+    f.name: f for f in dataclasses.fields(Settings) if f.name not in ("networks", "merchants", "affiliates")
 }
 
 
@@ -145,6 +156,8 @@ def load_settings(
         values["networks"] = _networks(_read_toml(config_dir / "networks.toml"))
     if "merchants" not in values:
         values["merchants"] = _merchants(_read_toml(config_dir / "merchants.toml"))
+    if "affiliates" not in values:
+        values["affiliates"] = _affiliates(_read_toml(config_dir / "affiliates.toml"))
     return Settings(**values)
 
 
@@ -244,3 +257,17 @@ def _merchants(doc: Mapping[str, Any]) -> tuple[Merchant, ...]:
             )
         )
     return tuple(merchants)
+
+
+def _affiliates(doc: Mapping[str, Any]) -> tuple[Affiliate, ...]:
+    affiliates = []
+    for i, table in enumerate(doc.get("affiliate", [])):
+        where = f"affiliates.toml affiliate[{i}]"
+        affiliate_id = _require(table, "id", where, str)
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", affiliate_id):
+            raise SettingsError(f"{where}.id: expected 1-40 of a-z 0-9 -, got {affiliate_id!r}")
+        budget = _require(table, "budget_points", where, int)
+        if not 0 <= budget <= 10**15:
+            raise SettingsError(f"{where}.budget_points: expected 0 to 10^15, got {budget}")
+        affiliates.append(Affiliate(affiliate_id, _require(table, "name", where, str), budget))
+    return tuple(affiliates)

@@ -233,11 +233,12 @@ class TokenService:
         return [str(otp_outcome), counter, s.slot_failures_max, oldest]
 
     async def issue_code(self, slot: int, now_s: int) -> IssuedCode:
-        """The code a device should show now: the current step's lowest unused seq.
+        """The code a device should show now: the current step's lowest unused seq."""
+        return (await self.issue_codes(slot, now_s, 1))[0]
 
-        When all ten seqs of the current step are used, the next step's first
-        code is issued; it is already accepted thanks to the skew window.
-        """
+    async def issue_codes(self, slot: int, now_s: int, count: int) -> list[IssuedCode]:
+        """The next `count` unused codes: the current step's free seqs, lowest first,
+        then the next step's (already accepted thanks to the skew window)."""
         status = await self.store.redis.hget(keyspace.device_key(slot), "status")
         if status is None:
             raise TokenError("unknown_slot")
@@ -245,22 +246,22 @@ class TokenService:
             raise TokenError(status)
         device = await self.device(slot)
         assert device is not None, "the device hash exists, so its secret does"
-        secret = device[0]
         s = self.settings
         step = codes.step_of(now_s, s.code_step_s)
         used = await self.store.redis.zrangebyscore(
-            keyspace.used_codes_key(slot), codes.code_counter(step, 0), codes.code_counter(step, codes.SEQ_MAX)
-        )
-        free = sorted(set(range(codes.SEQ_MAX + 1)) - {int(c) % 10 for c in used})
-        seq = free[0] if free else 0
-        if not free:
-            step += 1
-        return IssuedCode(
-            code=codes.encode_code(self.home.prefix, slot, seq, secret, step),
-            slot=slot, step=step, seq=seq,
-            refresh_at_s=codes.step_expiry_s(step, s.code_step_s),
-            expires_at_s=codes.step_expiry_s(step + s.code_window_steps, s.code_step_s),
-        )
+            keyspace.used_codes_key(slot), codes.code_counter(step, 0), codes.code_counter(step + 1, codes.SEQ_MAX))
+        used_counters = {int(c) for c in used}
+        free = [(st, seq) for st in (step, step + 1) for seq in range(codes.SEQ_MAX + 1)
+                if codes.code_counter(st, seq) not in used_counters]
+        return [
+            IssuedCode(
+                code=codes.encode_code(self.home.prefix, slot, seq, device[0], st),
+                slot=slot, step=st, seq=seq,
+                refresh_at_s=codes.step_expiry_s(st, s.code_step_s),
+                expires_at_s=codes.step_expiry_s(st + s.code_window_steps, s.code_step_s),
+            )
+            for st, seq in free[:count]
+        ]
 
     # -- key rotation --------------------------------------------------------
 

@@ -55,9 +55,18 @@ async def refused(call) -> str:
     return caught.value.code
 
 
-async def snapshot(store: Store) -> dict[str, bytes]:
-    """Every key of the database with its serialised value."""
-    return {key: await store.redis.dump(key) for key in sorted(await store.redis.keys("*"))}
+async def snapshot(store: Store) -> dict[str, object]:
+    """Every key of the database with its value (sets sorted: their serialised order is not stable)."""
+    values: dict[str, object] = {}
+    for key in sorted(await store.redis.keys("*")):
+        kind = await store.redis.type(key)
+        if kind == "set":
+            values[key] = sorted(await store.redis.smembers(key))
+        elif kind == "hash":
+            values[key] = await store.redis.hgetall(key)
+        else:
+            values[key] = await store.redis.dump(key)
+    return values
 
 
 # Merchants

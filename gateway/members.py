@@ -1,0 +1,186 @@
+"""The member side: enrolment with bearer tokens, balance, online codes, devices,
+and affiliates' earnings.
+
+A member's phone gets a bearer token at enrolment (`pgmt_<partition>_<random>`),
+shown once and stored only as its SHA-256, one token per device, expiring
+after `TOKEN_TTL_S` and revoked with its device. A token reaches only its own
+member's wallet.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable
+
+import msgspec
+
+from gateway import keyspace, payments
+from gateway.clock import wall_ms
+from gateway.payment_service import IDEMPOTENCY_TTL_S, Caller
+from gateway.problems import Problem
+from gateway.settings import Settings
+from gateway.signing import NONCE_TTL_S
+from gateway.store import Store
+from gateway.tokens import TokenError, TokenService
+
+TOKEN_TTL_S = 30 * 24 * 3600  # a month, like a banking app's session; the app re-enrols after it
+TOKEN_RE = re.compile(r"^pgmt_([0-9]{3})_[A-Za-z0-9_-]{43}$")
+MEMBER_ID_RE = re.compile(r"^m[0-9]{3}[0-9a-f]{12}$")
+CODES_PER_FETCH_MAX = 5  # Alipay+ multi-code fetch hands out a few; more would only widen a stolen phone's reach
+DEVICES_PER_MEMBER_MAX = 5
+
+
+class EarningRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    member_id: Annotated[str, msgspec.Meta(pattern=MEMBER_ID_RE.pattern)]
+    points: payments.Amount
+    affiliate_ref: payments.OrderRef
+
+
+@dataclass(frozen=True, slots=True)
+class Bearer:
+    member_id: str
+    slot: int
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class MemberService:
+    def __init__(self, store: Store, tokens: TokenService, settings: Settings,
+                 now_ms: Callable[[], int] = wall_ms, token_hex: Callable[[int], str] = secrets.token_hex) -> None:
+        self.store = store
+        self.tokens = tokens
+        self.settings = settings
+        self.now_ms = now_ms
+        self._token_hex = token_hex
+
+    # -- enrolment and tokens ----------------------------------------------------
+
+    async def enrol_member(self) -> dict[str, Any]:
+        """A new wallet with its first device; the secret and the token are in this answer only."""
+        member_id = await self.tokens.create_member()
+        return await self._enrol(member_id)
+
+    async def enrol_device(self, bearer: Bearer, member_id: str) -> dict[str, Any]:
+        self._own(bearer, member_id)
+        devices = await self.store.redis.scard(keyspace.member_devices_key(member_id))
+        if devices >= DEVICES_PER_MEMBER_MAX:
+            raise Problem("too_many_devices", f"a member can enrol at most {DEVICES_PER_MEMBER_MAX} devices; revoke one first")
+        return await self._enrol(member_id)
+
+    async def _enrol(self, member_id: str) -> dict[str, Any]:
+        enrolment = await self.tokens.enrol(member_id)
+        partition = keyspace.partition_of_member(member_id)
+        token = f"pgmt_{partition:03d}_" + base64.urlsafe_b64encode(bytes.fromhex(self._token_hex(32))).decode().rstrip("=")
+        expires_ms = self.now_ms() + TOKEN_TTL_S * 1000
+        key = keyspace.member_token_key(partition, _token_hash(token))
+        async with self.store.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"member_id": member_id, "slot": enrolment.slot, "status": "active", "expires_ms": expires_ms})
+            pipe.pexpireat(key, expires_ms)
+            pipe.hset(keyspace.device_key(enrolment.slot), "token_hash", _token_hash(token))
+            await pipe.execute()
+        return {
+            "member_id": member_id,
+            "token": token,
+            "token_expires_at": _iso(expires_ms),
+            "device": {
+                "slot": enrolment.slot,
+                "secret_b32": base64.b32encode(enrolment.secret).decode().rstrip("="),
+                "issuer_prefix": self.tokens.home.prefix,
+                "code_step_s": self.settings.code_step_s,
+                "provisioning_uri": enrolment.provisioning_uri,
+            },
+        }
+
+    async def authenticate(self, authorization: str | None) -> Bearer:
+        """The member and device a bearer token belongs to; 401 for anything else."""
+        scheme, _, token = (authorization or "").partition(" ")
+        match = TOKEN_RE.match(token) if scheme.lower() == "bearer" else None
+        if match is None:
+            raise Problem("unauthorized", "send Authorization: Bearer <the token from enrolment>")
+        record = await self.store.redis.hgetall(keyspace.member_token_key(int(match[1]), _token_hash(token)))
+        if not record or record["status"] != "active" or int(record["expires_ms"]) <= self.now_ms():
+            raise Problem("unauthorized", "the token is unknown, expired or revoked; enrol the device again")
+        return Bearer(record["member_id"], int(record["slot"]))
+
+    @staticmethod
+    def _own(bearer: Bearer, member_id: str) -> None:
+        # Another member's wallet answers exactly like one that does not exist.
+        if bearer.member_id != member_id:
+            raise Problem("member_not_found")
+
+    async def _own_device(self, bearer: Bearer, member_id: str, slot: int) -> None:
+        self._own(bearer, member_id)
+        if not await self.store.redis.sismember(keyspace.member_devices_key(member_id), slot):
+            raise Problem("device_not_found")
+
+    # -- wallet ----------------------------------------------------------------
+
+    async def balance(self, bearer: Bearer, member_id: str) -> dict[str, Any]:
+        self._own(bearer, member_id)
+        balance = await self.tokens.ledger.balance(member_id)
+        return {"member_id": member_id, "unit": balance.unit, "available": balance.available, "held": balance.held}
+
+    async def codes(self, bearer: Bearer, member_id: str, slot: int, count: int) -> dict[str, Any]:
+        await self._own_device(bearer, member_id, slot)
+        if not 1 <= count <= CODES_PER_FETCH_MAX:
+            raise Problem("invalid_request", f"count must be 1 to {CODES_PER_FETCH_MAX}")
+        try:
+            issued = await self.tokens.issue_codes(slot, self.now_ms() // 1000, count)
+        except TokenError as e:
+            raise Problem("device_unavailable", f"the device is {e.code}; unlock it in the app or enrol again") from None
+        return {"codes": [{"code": c.code, "step": c.step, "seq": c.seq, "refresh_at": _iso(c.refresh_at_s * 1000),
+                           "expires_at": _iso(c.expires_at_s * 1000)} for c in issued]}
+
+    async def revoke_device(self, bearer: Bearer, member_id: str, slot: int) -> None:
+        await self._own_device(bearer, member_id, slot)
+        token_hash = await self.store.redis.hget(keyspace.device_key(slot), "token_hash")
+        await self.tokens.revoke(member_id, slot)
+        if token_hash:
+            await self.store.redis.hset(keyspace.member_token_key(keyspace.partition_of_member(member_id), token_hash),
+                                        "status", "revoked")
+
+    async def unlock_device(self, bearer: Bearer, member_id: str, slot: int) -> None:
+        await self._own_device(bearer, member_id, slot)
+        try:
+            await self.tokens.unlock(member_id, slot)
+        except TokenError as e:
+            raise Problem("device_unavailable", f"the device is {e.code}") from None
+
+    # -- earnings --------------------------------------------------------------
+
+    async def earn(self, caller: Caller, earning: EarningRequest, idempotency_key: str, request_hash: str) -> tuple[bytes, bool]:
+        """Credit an affiliate's points to a member, once per key and per affiliate reference."""
+        partition = keyspace.partition_of_member(earning.member_id)
+        earning_id = "earn_" + self._token_hex(8)
+        keys = [
+            keyspace.nonce_key(caller.merchant_id, caller.nonce),
+            keyspace.signing_key_key(caller.merchant_id, caller.key_id),
+            keyspace.idempotency_key(caller.merchant_id, idempotency_key),
+            keyspace.affiliate_budget_key(caller.merchant_id),
+            keyspace.earning_key(caller.merchant_id, earning.affiliate_ref),
+            keyspace.member_key(earning.member_id), keyspace.journal_key(partition), keyspace.entry_index_key(partition),
+        ]
+        args = [NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, self.now_ms(), caller.merchant_id, earning.member_id,
+                earning.points, self.tokens.home.points_unit, earning_id, earning.affiliate_ref]
+        reply = await self.store.run("earn", keys, args)
+        if reply[0] not in ("done", "replay"):
+            detail = {"over_budget": f"the affiliate can still issue {reply[1] if len(reply) > 1 else 0} points",
+                      "affiliate_ref_in_use": f"this reference was credited as {reply[1] if len(reply) > 1 else ''}"}
+            raise Problem(reply[0], detail.get(reply[0]))
+        record = json.loads(reply[1])
+        view = {"earning_id": record["earning_id"], "member_id": record["member_id"], "points": int(record["points"]),
+                "balance_after": int(record["balance_after"]), "affiliate_id": record["affiliate_id"],
+                "affiliate_ref": record["affiliate_ref"], "created_at": _iso(int(record["created_ms"]))}
+        return payments.dumps(view), reply[0] == "replay"

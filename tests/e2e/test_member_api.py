@@ -1,0 +1,180 @@
+"""The member API and affiliate earnings through HTTP, against real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import secrets
+
+import zxingcpp
+from PIL import Image
+
+from gateway import codes, keyspace
+from gateway.app import MEMBERS, MERCHANTS, STORE
+from gateway.audit import run_audit
+
+
+async def enrol(gateway) -> dict:
+    async with gateway.session.post(gateway.base_url + "/v1/members", json={}) as response:
+        assert 201 == response.status
+        return await response.json()
+
+
+async def member_get(gateway, path: str, token: str | None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with gateway.session.get(gateway.base_url + path, headers=headers) as response:
+        body = await response.read()
+        return response.status, (await response.json(content_type=None) if response.content_type.endswith("json") else body)
+
+
+async def affiliate(gateway, affiliate_id: str = "hana-card"):
+    return await gateway.terminal(affiliate_id, key=await gateway.app[MERCHANTS].issue_key(affiliate_id))
+
+
+async def earn(terminal, member_id: str, points: int, ref: str | None = None, key: str | None = None):
+    return await terminal.send("POST", "/v1/earnings", {"member_id": member_id, "points": points,
+                                                         "affiliate_ref": ref or "ref-" + secrets.token_hex(6)}, key)
+
+
+async def test_enrolment_gives_a_token_a_device_and_an_empty_wallet(gateway):
+    """A new member gets a bearer token and a device secret once, and a zero balance."""
+    enrolled = await enrol(gateway)
+    status, balance = await member_get(gateway, f"/v1/members/{enrolled['member_id']}", enrolled["token"])
+    assert (200, 0, "HMP") == (status, balance["available"], balance["unit"])
+    assert enrolled["token"].startswith("pgmt_") and len(enrolled["device"]["secret_b32"]) >= 52
+
+
+async def test_online_codes_are_what_the_phone_computes(gateway):
+    """Three online codes are distinct and equal the phone's offline codes for seq 0, 1, 2."""
+    import base64
+    import time
+
+    enrolled = await enrol(gateway)
+    slot = enrolled["device"]["slot"]
+    secret = base64.b32decode(enrolled["device"]["secret_b32"] + "=" * (-len(enrolled["device"]["secret_b32"]) % 8))
+    status, listing = await member_get(gateway, f"/v1/members/{enrolled['member_id']}/devices/{slot}/codes?count=3",
+                                       enrolled["token"])
+    listed = listing["codes"]
+    expected = [codes.encode_code("9410", slot, c["seq"], secret, c["step"]) for c in listed]
+    assert (200, [0, 1, 2], 3) == (status, [c["seq"] for c in listed], len({c["code"] for c in listed}))
+    assert expected == [c["code"] for c in listed]
+    assert {c["step"] for c in listed} <= {codes.step_of(int(time.time()), 30), codes.step_of(int(time.time()), 30) - 1}
+
+
+async def test_code_images_scan_back(gateway):
+    """The PNG (Code 128 and QR) of the current code decodes to the same code the JSON lists."""
+    enrolled = await enrol(gateway)
+    base = f"/v1/members/{enrolled['member_id']}/devices/{enrolled['device']['slot']}"
+    _, listing = await member_get(gateway, base + "/codes", enrolled["token"])
+    scanned = []
+    for query in ("", "?symbology=qr"):
+        status, png = await member_get(gateway, base + "/code.png" + query, enrolled["token"])
+        assert 200 == status
+        scanned += [r.text for r in zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))]
+    status, svg = await member_get(gateway, base + "/code.svg", enrolled["token"])
+    assert [listing["codes"][0]["code"]] * 2 == scanned
+    assert (200, True) == (status, b"<svg" in svg)
+
+
+async def test_tokens_reach_only_their_own_wallet(gateway):
+    """No token, a malformed one, or another member's token: 401, 401, 404 (as if the member did not exist)."""
+    mine, theirs = await enrol(gateway), await enrol(gateway)
+    path = f"/v1/members/{theirs['member_id']}"
+    outcomes = [(await member_get(gateway, path, token))[0] for token in (None, "pgmt_000_nope", mine["token"])]
+    assert [401, 401, 404] == outcomes
+
+
+async def test_expired_token_is_refused(gateway):
+    """A token past its expiry is 401 unauthorized."""
+    enrolled = await enrol(gateway)
+    service = gateway.app[MEMBERS]
+    real_now = service.now_ms
+    service.now_ms = lambda: real_now() + 31 * 24 * 3600 * 1000
+    try:
+        status, problem = await member_get(gateway, f"/v1/members/{enrolled['member_id']}", enrolled["token"])
+    finally:
+        service.now_ms = real_now
+    assert (401, "unauthorized") == (status, problem["code"])
+
+
+async def test_revoked_device_loses_its_token_and_its_codes(gateway):
+    """Revoking a lost phone kills its token, and a code it made declines revoked_device at a store."""
+    enrolled = await enrol(gateway)
+    member_id, slot = enrolled["member_id"], enrolled["device"]["slot"]
+    _, listing = await member_get(gateway, f"/v1/members/{member_id}/devices/{slot}/codes", enrolled["token"])
+    async with gateway.session.delete(f"{gateway.base_url}/v1/members/{member_id}/devices/{slot}",
+                                      headers={"Authorization": f"Bearer {enrolled['token']}"}) as response:
+        assert 200 == response.status
+    status, _ = await member_get(gateway, f"/v1/members/{member_id}", enrolled["token"])
+    terminal = await gateway.terminal()
+    _, payment, _ = await terminal.pay(listing["codes"][0]["code"], 100)
+    assert (401, "revoked_device") == (status, payment["decline"]["code"])
+
+
+async def test_member_unlocks_a_locked_device(gateway):
+    """After five wrong codes the member unlocks the device in the app and the next code pays."""
+    enrolled = await enrol(gateway)
+    member_id, slot = enrolled["member_id"], enrolled["device"]["slot"]
+    terminal, hana = await gateway.terminal(), await affiliate(gateway)
+    await earn(hana, member_id, 5_000)
+    for guess in range(5):
+        body = f"94101{slot:09d}0{guess:08d}"
+        await terminal.pay(body + codes.luhn_check_digit(body), 100)
+    async with gateway.session.post(f"{gateway.base_url}/v1/members/{member_id}/devices/{slot}/unlock",
+                                    headers={"Authorization": f"Bearer {enrolled['token']}"}) as response:
+        assert 200 == response.status
+    _, listing = await member_get(gateway, f"/v1/members/{member_id}/devices/{slot}/codes", enrolled["token"])
+    _, payment, _ = await terminal.pay(listing["codes"][0]["code"], 100)
+    assert "approved" == payment["status"]
+
+
+async def test_earning_credits_once_and_names_the_affiliate_in_the_journal(gateway):
+    """An earning credits the points, a retry with the same key replays byte for byte, and the journal funds it from the affiliate."""
+    enrolled, hana = await enrol(gateway), await affiliate(gateway)
+    s1, earning, h1 = await earn(hana, enrolled["member_id"], 12_000, "CASHBACK-1", key="earn-key-0001")
+    s2, _, h2 = await earn(hana, enrolled["member_id"], 12_000, "CASHBACK-1", key="earn-key-0001")
+    assert (201, 201, 12_000, h1["_raw"]) == (s1, s2, earning["balance_after"], h2["_raw"])
+    report = await run_audit(gateway.app[STORE])
+    assert report.clean and -12_000 == report.totals_by_unit()["HMP"]["affiliate:hana-card"]
+
+
+async def test_concurrent_duplicate_earnings_credit_once(gateway):
+    """20 copies of one earning at once credit it once."""
+    enrolled, hana = await enrol(gateway), await affiliate(gateway)
+    results = await asyncio.gather(*(earn(hana, enrolled["member_id"], 500, "DUP-1", key="earn-dup-0001") for _ in range(20)))
+    assert {201} == {r[0] for r in results}
+    status, balance = await member_get(gateway, f"/v1/members/{enrolled['member_id']}", enrolled["token"])
+    assert 500 == balance["available"]
+
+
+async def test_same_affiliate_reference_under_another_key_is_refused(gateway):
+    """An affiliate reference credits once even when sent under a new idempotency key."""
+    enrolled, hana = await enrol(gateway), await affiliate(gateway)
+    await earn(hana, enrolled["member_id"], 500, "REF-7")
+    status, problem, _ = await earn(hana, enrolled["member_id"], 500, "REF-7")
+    assert (409, "affiliate_ref_in_use") == (status, problem["code"])
+
+
+async def test_budget_is_enforced(gateway):
+    """An earning beyond the affiliate's remaining budget is refused and credits nothing."""
+    enrolled, hana = await enrol(gateway), await affiliate(gateway)
+    await gateway.app[STORE].redis.hset(keyspace.affiliate_budget_key("hana-card"), "budget_points", 1_000)
+    ok, _, _ = await earn(hana, enrolled["member_id"], 800)
+    status, problem, _ = await earn(hana, enrolled["member_id"], 300)
+    assert (201, 409, "over_budget", "the affiliate can still issue 200 points") == (ok, status, problem["code"], problem["detail"])
+
+
+async def test_unknown_member_earning_is_refused(gateway):
+    """Crediting a member that does not exist is 404 member_not_found."""
+    hana = await affiliate(gateway)
+    status, problem, _ = await earn(hana, "m000000000000000", 100)
+    assert (404, "member_not_found") == (status, problem["code"])
+
+
+async def test_keys_only_work_on_their_own_routes(gateway):
+    """A merchant key cannot credit points, and an affiliate key cannot take a payment: 403 forbidden."""
+    enrolled = await enrol(gateway)
+    gs25, hana = await gateway.terminal(), await affiliate(gateway)
+    s1, p1, _ = await earn(gs25, enrolled["member_id"], 100)
+    s2, p2, _ = await hana.pay("9" * 24, 100)
+    assert (403, "forbidden", 403, "forbidden") == (s1, p1["code"], s2, p2["code"])

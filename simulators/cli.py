@@ -1,6 +1,8 @@
 """`simulators` command line.
 
-    simulators demo      the scripted story, with a readable summary (what `make demo` runs)
+    simulators demo                       the scripted story, with a readable summary (what `make demo` runs)
+    simulators terminal --store ID ...    an interactive store terminal: scan or type codes, refund, batch close
+    simulators load [--seconds N] ...     open-loop load with faults, end-of-run checks and a latency report
 """
 
 from __future__ import annotations
@@ -11,15 +13,25 @@ from typing import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="simulators", description="pointgate simulators")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="run the scripted demo story")
-    args = parser.parse_args(argv)
+    parser.add_argument("command", choices=["demo", "terminal", "load"])
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    args = parser.parse_args(argv[:1])
+    rest = argv[1:]
     if args.command == "demo":
         from simulators import demo
 
         return demo.main()
-    return 2
+    if args.command == "terminal":
+        from simulators import terminal
+
+        return terminal.main(rest)
+    from simulators import load
+
+    return load.main(rest)
 
 
 if __name__ == "__main__":

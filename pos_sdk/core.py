@@ -170,7 +170,11 @@ def call(ctx: Context, method: str, path: str, document: Any = None, idempotency
                 ctx.clock_offset_s = gateway_now - ctx.now_s()
                 corrected = True
                 continue
-        if retries and is_retryable(error) and attempt < ctx.config.retry_count_max:
+        # aiohttp itself re-sends a GET whose kept-alive connection dropped, with
+        # the same signature and nonce; the gateway then refuses the copy as a
+        # replay. A read changes nothing, so sign it afresh and ask again.
+        replayed_read = method == "GET" and error.code == "nonce_replayed"
+        if (retries or replayed_read) and (is_retryable(error) or replayed_read) and attempt < ctx.config.retry_count_max:
             yield Sleep(ctx.backoff_s(attempt))
             attempt += 1
             continue

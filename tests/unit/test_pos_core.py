@@ -222,3 +222,16 @@ def test_sdk_depends_on_nothing_in_the_gateway():
     probe = "import sys, pos_sdk, pos_sdk.scanner, pos_sdk.receipt; print(sorted(m for m in sys.modules if m.split('.')[0] == 'gateway'))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert ("[]", 0) == (result.stdout.strip(), result.returncode)
+
+
+def test_replayed_read_is_signed_again():
+    """A GET refused as nonce_replayed (a transport re-sent it) is signed afresh and asked again."""
+    result, actions = drive(core.call(context(), "GET", "/v1/payments/x", retries=False),
+                            [problem(401, "nonce_replayed"), response(200, payment())])
+    assert ("approved", 2) == (result["status"], sum(isinstance(a, core.HttpRequest) for a in actions))
+
+
+def test_replayed_write_is_not_retried():
+    """A POST refused as nonce_replayed is raised: writes are never re-sent by the transport."""
+    result, actions = drive(core.call(context(), "POST", "/v1/payments", SALE, "k1"), [problem(401, "nonce_replayed")] * 3)
+    assert (errors.AuthenticationError, 1) == (type(result), sum(isinstance(a, core.HttpRequest) for a in actions))

@@ -217,15 +217,16 @@ def pay(ctx: Context, document: Mapping[str, Any], idempotency_key: str, reversa
             return settle_sale((yield from call(ctx, "POST", "/v1/payments", document, idempotency_key, retries=False)))
         except errors.PosError as error:
             if not is_retryable(error):
-                raise
+                if round_no == 0:
+                    raise  # the first answer was definite: nothing changed
+                # A refusal of a re-sent sale does not say whether the first
+                # one committed; only the reversal can close the loop now.
+                break
         # No definite answer. Has the sale arrived under its order reference?
         try:
             return settle_sale((yield from call(ctx, "GET", lookup_path, retries=False)))
-        except errors.NotFound:
-            pass  # not arrived (or still in flight): ask again with the same key
-        except errors.PosError as error:
-            if not is_retryable(error):
-                raise
+        except errors.PosError:
+            pass  # not found (not arrived, or still in flight), or no answer: ask again with the same key
         remaining_s = deadline_s - ctx.now_s()
         if remaining_s <= 0:
             break

@@ -235,3 +235,19 @@ def test_replayed_write_is_not_retried():
     """A POST refused as nonce_replayed is raised: writes are never re-sent by the transport."""
     result, actions = drive(core.call(context(), "POST", "/v1/payments", SALE, "k1"), [problem(401, "nonce_replayed")] * 3)
     assert (errors.AuthenticationError, 1) == (type(result), sum(isinstance(a, core.HttpRequest) for a in actions))
+
+
+def test_refused_resend_after_an_unknown_outcome_goes_to_the_reversal():
+    """After a lost answer, a refusal of the re-sent sale is not 'nothing changed': the SDK reverses."""
+    reversal = response(200, {"order_ref": "A-1", "outcome": "reversed", "payment": payment(status="reversed")})
+    result, actions = drive(core.pay(context(), SALE, "k1", "r1"),
+                            [TIMEOUT, problem(401, "unknown_key"), problem(401, "unknown_key"), reversal])
+    sent = [(a.method, a.path) for a in actions if isinstance(a, core.HttpRequest)]
+    assert (errors.Reversed, ("POST", "/v1/reversals")) == (type(result), sent[-1])
+
+
+def test_failed_lookup_keeps_the_sale_unknown():
+    """A lookup that fails for any reason other than not-found does not end the sale; the same key is sent again."""
+    result, _ = drive(core.pay(context(), SALE, "k1", "r1"),
+                      [TIMEOUT, problem(401, "nonce_replayed"), problem(401, "nonce_replayed"), response(201, payment())])
+    assert "approved" == result.status

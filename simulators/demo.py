@@ -1,22 +1,24 @@
 """The demo story (`make demo`): pointgate's main job, told step by step.
 
-Starts the bundled Redis on a fresh data dir under `var/demo/` and the
-gateway on a loopback port, then: enrols a member's phone, credits points
-from an affiliate, shows the phone's current code (printed, and as Code 128 /
-QR images), verifies a code once (accepted) and again (refused as replayed),
-pays at GS25 by scanning the phone's barcode image, refunds part of it,
-cancels another sale, and runs `gateway audit`.
+Starts the gateway (with the bundled Redis on a fresh data dir under
+`var/demo/`) on a loopback port, then, through public surfaces only (the
+HTTP APIs, the POS SDK and the simulators):
+
+enrols two members' phones, credits points from Hana Card, pays at GS25 by
+scanning the phone's barcode image, refunds part of it, cancels another sale,
+survives a dropped answer (the SDK resolves it), refuses a replayed code,
+runs a short load with faults and its report, closes the terminal's batch,
+and runs `gateway audit`.
 
 Every step records what was expected and what happened; the summary is
 printed and written to `var/demo/summary.json`, and the exit status is 0
-only if every step behaved as expected.
+only if every step behaved as expected. Barcode images, receipts and the
+load report are left in `var/demo/`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import io
 import json
 import os
 import shutil
@@ -26,21 +28,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import zxingcpp
-from PIL import Image
-
-import datetime as dt
-from zoneinfo import ZoneInfo
-
+import aiohttp
 from aiohttp import web
 
-from gateway import codes, render
-from gateway.app import MERCHANTS, create_app
+from gateway.app import MERCHANTS, REDIS_URL, STORE, create_app
 from gateway.embedded_redis import free_port
-from gateway.runtime import open_runtime
 from gateway.settings import load_settings
-from gateway.tokens import Outcome
-from pos_sdk import AsyncPosClient, Declined, PosConfig, ReceiptData, parse_payment_code, render_receipt
+from pos_sdk import Declined
+from simulators import load
+from simulators.fault_proxy import Fault, FaultProxy
+from simulators.phone import Phone
+from simulators.terminal import StoreTerminal, load_profiles
 
 DEMO_DIR = Path("var/demo")
 
@@ -60,7 +58,7 @@ class Story:
     def check(self, name: str, expected: str, happened: str, passed: bool) -> None:
         self.steps.append(Step(name, expected, happened, passed))
         mark = "ok  " if passed else "FAIL"
-        print(f"[{mark}] {name}\n       expected: {expected}\n       happened: {happened}")
+        print(f"[{mark}] {name}\n       expected: {expected}\n       happened: {happened}", flush=True)
 
     @property
     def passed(self) -> bool:
@@ -68,157 +66,166 @@ class Story:
 
 
 async def tell(story: Story) -> None:
-    settings = load_settings(
-        data_dir=str(DEMO_DIR / "redis"), keyring_path=str(DEMO_DIR / "keyring.json"), redis_url=""
-    )
-    async with open_runtime(settings) as rt:
-        print(f"pointgate demo: bundled Redis at {rt.redis_url}, data in {DEMO_DIR}/redis\n")
-        member_id = await rt.tokens.create_member()
-        phone = await rt.tokens.enrol(member_id)
-        story.check(
-            "enrol a member's phone",
-            "a device slot in the member's partition and an otpauth:// provisioning URI",
-            f"member {member_id}, slot {phone.slot}, URI {phone.provisioning_uri.split('?')[0]}?...",
-            phone.provisioning_uri.startswith("otpauth://") and phone.slot % 1000 == int(member_id[1:4]),
-        )
-        (DEMO_DIR / "provisioning-qr.png").write_bytes(phone.provisioning_qr_png)
-
-        credit = await rt.ledger.credit(
-            member_id, 12_000, "affiliate:hana-card", "demo-earning-1", rt.tokens.home.points_unit,
-            kind="earning", meta={"affiliate": "hana-card", "reason": "card spend cashback"},
-        )
-        story.check(
-            "Hana Card credits 12,000 points",
-            "available balance 12,000",
-            f"available balance {credit.available:,}",
-            credit.available == 12_000,
-        )
-
-        now_s = int(time.time())
-        step = codes.step_of(now_s, settings.code_step_s)
-        code = codes.encode_code(rt.tokens.home.prefix, phone.slot, 0, phone.secret, step)
-        online = await rt.tokens.issue_code(phone.slot, now_s)
-        png, svg, qr = render.code128_png(code), render.code128_svg(code), render.qr_png(code)
-        (DEMO_DIR / "code128.png").write_bytes(png)
-        (DEMO_DIR / "code128.svg").write_bytes(svg)
-        (DEMO_DIR / "qr.png").write_bytes(qr)
-        scanned = {r.text for image in (png, qr) for r in zxingcpp.read_barcodes(Image.open(io.BytesIO(image)))}
-        story.check(
-            "the phone shows its current code",
-            "the offline code equals the server's online code, and both images scan back to it",
-            f"{code} (refresh at {online.refresh_at_s - now_s} s, accepted for {online.expires_at_s - now_s} s); "
-            f"images scan as {sorted(scanned)}",
-            online.code == code and scanned == {code},
-        )
-
-        first = await rt.tokens.verify(code, now_s)
-        story.check(
-            "a store verifies the code",
-            "accepted, naming the member",
-            f"{first.outcome.value}, member {first.member_id}",
-            first.outcome is Outcome.OK and first.member_id == member_id,
-        )
-        again = await rt.tokens.verify(code, now_s)
-        story.check(
-            "the same code is presented again (a photographed screen)",
-            "refused as replayed",
-            again.outcome.value,
-            again.outcome is Outcome.REPLAYED,
-        )
-
-        await at_the_store(story, rt, settings, phone, member_id)
-
-        env = dict(os.environ, REDIS_URL=rt.redis_url, POINTGATE_KEYRING_PATH=settings.keyring_path)
-        audit = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "audit"], env=env, capture_output=True, text=True, timeout=120
-        )
-        output = (audit.stdout + audit.stderr).strip()
-        story.check(
-            "gateway audit replays the journal",
-            "clean, exit status 0",
-            f"exit status {audit.returncode}: {output.splitlines()[-1] if output else 'no output'}",
-            audit.returncode == 0 and "clean" in output,
-        )
-
-
-def scan(png: bytes) -> str:
-    """What the store's scanner reads from the phone's screen, as the POS parses it."""
-    [result] = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
-    return parse_payment_code(result.text, {"9410", "8860"})
-
-
-async def at_the_store(story: Story, rt, settings, phone, member_id: str) -> None:
-    app = create_app(dataclasses.replace(settings, redis_url=rt.redis_url))
+    settings = load_settings(data_dir=str(DEMO_DIR / "redis"), keyring_path=str(DEMO_DIR / "keyring.json"), redis_url="")
+    app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    base_url = f"http://127.0.0.1:{port}"
+    print(f"pointgate demo: gateway at {base_url}, Redis {app[REDIS_URL]}, data in {DEMO_DIR}/\n", flush=True)
     try:
-        await app[MERCHANTS].load_config(settings)
-        key_id, secret = await app[MERCHANTS].issue_key("gs25")
-        config = PosConfig(f"http://127.0.0.1:{port}", "gs25", "gs25-gangnam-01", "t1", key_id, secret,
-                           journal_path=str(DEMO_DIR / "gs25-t1-journal.sqlite3"))
-        async with AsyncPosClient(config) as terminal:
-            await sales(story, rt, settings, phone, terminal)
+        registry = app[MERCHANTS]
+        await registry.load_config(settings)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            await at_the_store(story, base_url, registry, session)
+            await under_load(story, base_url, app)
+        await audit(story, app[REDIS_URL], settings.keyring_path)
     finally:
         await runner.cleanup()
 
 
-async def sales(story: Story, rt, settings, phone, terminal: AsyncPosClient) -> None:
-    step = codes.step_of(int(time.time()), settings.code_step_s)
-    shown = codes.encode_code(rt.tokens.home.prefix, phone.slot, 1, phone.secret, step)
-    (DEMO_DIR / "sale-1-code128.png").write_bytes(render.code128_png(shown))
-    scanned = scan((DEMO_DIR / "sale-1-code128.png").read_bytes())
-    sale = await terminal.pay(scanned, 4_500, "GS25-DEMO-0001")
+async def at_the_store(story: Story, base_url: str, registry, session: aiohttp.ClientSession) -> None:
+    minji, jun = await Phone.enrol(base_url), await Phone.enrol(base_url)
+    minji.save(DEMO_DIR / "phone-minji.json")
     story.check(
-        "pay 4,500 KRW at GS25 Gangnam by scanning the phone's Code 128",
-        "approved, 4,500 points debited, balance 7,500",
-        f"{sale.status}, approval {sale.approval_code}, {sale.points} points, balance {sale.balance_after}",
-        sale.status == "approved" and sale.balance_after == 7_500,
+        "enrol two members' phones over the member API",
+        "two wallets, each phone holding its own secret and token",
+        f"members {minji.member_id} (slot {minji.slot}) and {jun.member_id} (slot {jun.slot})",
+        minji.member_id != jun.member_id and minji.slot % 1000 == int(minji.member_id[1:4]),
     )
-    receipt = render_receipt(ReceiptData(
-        store_name="GS25 강남역점", store_id=sale.store_id, terminal_id=sale.terminal_id,
-        time=dt.datetime.fromisoformat(sale.created_at.replace("Z", "+00:00")).astimezone(ZoneInfo("Asia/Seoul")),
-        order_ref=sale.order_ref, payment_id=sale.payment_id, approval_code=sale.approval_code, status=sale.status,
-        amount=sale.amount, currency=sale.currency, points_used=sale.points, balance_after=sale.balance_after,
-    ), width=42, language="ko")
-    (DEMO_DIR / "receipt-sale-1.txt").write_text(receipt)
-    refund = await terminal.refund(sale.payment_id, 1_500, "one item returned")
+
+    hana_card = await registry.issue_key("hana-card")
+    credits = [await load.credit_member(session, base_url, (hana_card.key_id, hana_card.secret), phone.member_id, points, ref)
+               for phone, points, ref in ((minji, 12_000, "CARD-CASHBACK-2026-11-0001"), (jun, 3_000, "CARD-CASHBACK-2026-11-0002"))]
+    balances = [(await minji.balance()).available, (await jun.balance()).available]
     story.check(
-        "refund 1,500 KRW of it (one item returned)",
-        "partially refunded, balance 9,000",
-        f"{refund.payment.status}, balance {refund.refund.balance_after}",
-        refund.payment.status == "partially_refunded" and refund.refund.balance_after == 9_000,
+        "Hana Card credits earned points (signed POST /v1/earnings)",
+        "12,000 and 3,000 points",
+        f"{balances[0]:,} and {balances[1]:,} points (earnings {credits[0]['earning_id']}, {credits[1]['earning_id']})",
+        balances == [12_000, 3_000],
     )
-    shown = codes.encode_code(rt.tokens.home.prefix, phone.slot, 2, phone.secret, step)
-    qr = render.qr_png(shown)
-    (DEMO_DIR / "sale-2-qr.png").write_bytes(qr)
-    second = await terminal.pay(scan(qr), 2_000, "GS25-DEMO-0002")
-    cancelled = await terminal.cancel(second.payment_id)
-    story.check(
-        "a second sale of 2,000 KRW (QR scan), cancelled at the till",
-        "approved with balance 7,000, then cancelled with balance 9,000",
-        f"{second.status} with balance {second.balance_after}, then {cancelled.status} with balance {cancelled.balance_after}",
-        second.balance_after == 7_000 and cancelled.status == "cancelled" and cancelled.balance_after == 9_000,
-    )
+
+    gs25 = await registry.issue_key("gs25")
+    profile = load_profiles()["gs25-gangnam-01/t1"]
+    proxy = await FaultProxy("127.0.0.1", int(base_url.rsplit(":", 1)[1])).start()
+    terminal = StoreTerminal.open(profile, base_url=proxy.url, key_id=gs25.key_id, secret=gs25.secret,
+                                  journal_path=str(DEMO_DIR / "gs25-gangnam-01-t1.sqlite3"), language="ko")
     try:
-        replay = await terminal.pay(scanned, 1_000, "GS25-DEMO-0003")
-        happened, passed = f"{replay.status} (it should not have been)", False
-    except Declined as e:
-        happened, passed = f"declined: {e.decline_code} ({e.message})", e.decline_code == "replayed_code"
-    story.check("the first code is scanned again for a new order", "declined as replayed_code, nothing debited",
-                happened, passed)
+        code = minji.next_code(time.time())
+        png = Phone.render_png(code, "code128")
+        (DEMO_DIR / "minji-code128.png").write_bytes(png)
+        (DEMO_DIR / "minji-code128.svg").write_bytes(_svg(code))
+        sale = await terminal.sell(4_500, png=png)
+        (DEMO_DIR / "receipt-sale-1.txt").write_text(sale.receipt)
+        story.check(
+            "Minji pays 4,500 KRW at GS25 Gangnam; the till scans her phone's Code 128 image",
+            "approved, 4,500 points debited, balance 7,500",
+            f"{sale.payment.status}, approval {sale.payment.approval_code}, balance {sale.payment.balance_after:,}",
+            sale.payment.approved and sale.payment.balance_after == 7_500,
+        )
+
+        slip = await terminal.refund(sale.payment.payment_id, 1_500)
+        (DEMO_DIR / "receipt-refund-1.txt").write_text(slip.receipt)
+        story.check(
+            "refund 1,500 KRW of it (one item returned)",
+            "partially refunded, balance 9,000",
+            f"{slip.payment.status}, balance {slip.refund.balance_after:,}",
+            slip.payment.status == "partially_refunded" and slip.refund.balance_after == 9_000,
+        )
+
+        qr = Phone.render_png(jun.next_code(time.time()), "qr")
+        (DEMO_DIR / "jun-qr.png").write_bytes(qr)
+        second = await terminal.sell(2_000, png=qr)
+        cancelled = await terminal.cancel(second.payment.payment_id)
+        story.check(
+            "Jun pays 2,000 KRW by QR, then the cashier cancels the sale",
+            "approved with balance 1,000, then cancelled with balance 3,000",
+            f"{second.payment.status} with balance {second.payment.balance_after:,}, "
+            f"then {cancelled.payment.status} with balance {cancelled.payment.balance_after:,}",
+            second.payment.balance_after == 1_000 and cancelled.payment.status == "cancelled"
+            and cancelled.payment.balance_after == 3_000,
+        )
+
+        proxy.once(Fault.DROP_RESPONSE, method="POST", path_prefix="/v1/payments")
+        dropped = await terminal.sell(1_000, png=Phone.render_png(minji.next_code(time.time())))
+        story.check(
+            "the network drops the gateway's answer to a 1,000 KRW sale",
+            "the SDK asks again with the same key: approved once, balance 8,000",
+            f"{dropped.payment.status}, balance {dropped.payment.balance_after:,} (proxy: {proxy.stats.faults[Fault.DROP_RESPONSE]} answer dropped)",
+            dropped.payment.approved and dropped.payment.balance_after == 8_000 and (await minji.balance()).available == 8_000,
+        )
+
+        try:
+            await terminal.sell(500, png=png)
+            happened, passed = "approved (it should not have been)", False
+        except Declined as e:
+            happened, passed = f"declined: {e.decline_code} ({e.message})", e.decline_code == "replayed_code"
+        story.check("someone scans a photo of Minji's first code", "declined as replayed_code, nothing debited",
+                    happened, passed and (await minji.balance()).available == 8_000)
+
+        batch = await terminal.close_batch()
+        story.check(
+            "the till closes its batch",
+            "the till's own totals match the gateway's: 3 sales, 1 void, 1 refund",
+            f"batch {batch.batch_no}: {batch.status}; gateway {dict(batch.gateway)}",
+            batch.matched and batch.gateway["sale_count"] == 3 and batch.gateway["void_count"] == 1,
+        )
+    finally:
+        await terminal.close()
+        await proxy.close()
+
+
+async def under_load(story: Story, base_url: str, app) -> None:
+    options = load.Options(
+        base_url=base_url, terminals=4, members=12, rate_per_s=25.0, seconds=4.0, seed=7,
+        faults=(("delay", 0.05), ("drop_response", 0.03), ("reset", 0.02)),
+        report_path=str(DEMO_DIR / "load-report.json"), var_dir=str(DEMO_DIR / "load"), progress=False,
+    )
+    report = await load.run_load(options, load.RegistryAdmin(app[MERCHANTS], app[STORE]))
+    latency = report.latency_ms.get("all", {})
+    story.check(
+        "a short load run with faults (delays, dropped answers, resets)",
+        "every check passes: codes approved once, nothing unresolved, points conserved, audit clean",
+        f"{sum(sum(v.values()) for v in report.outcomes.values())} operations, "
+        f"{report.throughput_per_s:.1f}/s, p50 {latency.get('p50', 0):.1f} ms, p99 {latency.get('p99', 0):.1f} ms; "
+        + ", ".join(f"{c.name} {'ok' if c.passed else 'FAILED'}" for c in report.checks),
+        report.passed,
+    )
+    print(load.render_report(report), flush=True)
+
+
+async def audit(story: Story, redis_url: str, keyring_path: str) -> None:
+    env = dict(os.environ, REDIS_URL=redis_url, POINTGATE_KEYRING_PATH=keyring_path)
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "gateway.cli", "audit"], env=env, capture_output=True, text=True, timeout=120)
+    output = (result.stdout + result.stderr).strip()
+    story.check(
+        "gateway audit replays the journal",
+        "clean, exit status 0",
+        f"exit status {result.returncode}: {output.splitlines()[-1] if output else 'no output'}",
+        result.returncode == 0 and "clean" in output,
+    )
+
+
+def _svg(code: str) -> bytes:
+    from gateway import render
+
+    return render.code128_svg(code)
 
 
 def main() -> int:
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     DEMO_DIR.mkdir(parents=True)
     story = Story()
-    asyncio.run(tell(story))
+    try:
+        asyncio.run(tell(story))
+    except Exception as e:  # a step that crashed is a failed step, reported like the others
+        story.check("the story runs to its end", "no error", f"{type(e).__name__}: {e}", False)
     summary = {"passed": story.passed, "steps": [asdict(s) for s in story.steps]}
     (DEMO_DIR / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     passed = sum(s.passed for s in story.steps)
-    print(f"\n{passed} of {len(story.steps)} steps behaved as expected; images and summary in {DEMO_DIR}/")
+    print(f"\n{passed} of {len(story.steps)} steps behaved as expected; images, receipts and reports in {DEMO_DIR}/")
     return 0 if story.passed else 1
 
 

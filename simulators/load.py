@@ -152,7 +152,7 @@ class Options:
     config_dir: str | None = None
     """Where merchants.toml is (default: the gateway's config/)."""
     terminals: int = 8
-    members: int = 40
+    members: int = 120  # enough phones that a 60 s run at 40/s never runs out of codes or points
     rate_per_s: float = 40.0
     seconds: float = 10.0
     requests: int | None = None

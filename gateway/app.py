@@ -27,7 +27,7 @@ from gateway.members import Bearer, EarningRequest, MemberService
 from gateway.merchants import MerchantRegistry
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
-from gateway.payment_service import Answer, Caller, PaymentService
+from gateway.payment_service import INTEROP_STORE, Answer, Caller, PaymentService
 from gateway.problems import Problem
 from gateway.runtime import redis_server
 from gateway.settings import Settings
@@ -329,6 +329,50 @@ async def create_earning(request: web.Request) -> web.Response:
     return respond(request, Answer(201, body, replayed, "earned"))
 
 
+# -- interop: partner networks' calls ---------------------------------------------
+
+
+INTEROP_PLACE = {"store_id": INTEROP_STORE, "terminal_id": INTEROP_STORE}
+
+
+async def interop_create_payment(request: web.Request) -> web.Response:
+    caller, sale, key, digest, _ = await signed_write(request, payments.InteropSaleRequest, role="partner")
+    return respond(request, await request.app[PAYMENTS].interop_sale(caller, sale, key, digest))
+
+
+async def interop_get_payment(request: web.Request) -> web.Response:
+    caller = await authenticate(request, await request.read(), role="partner")
+    await request.app[PAYMENTS].burn_nonce(caller)
+    return respond(request, await request.app[PAYMENTS].get(caller, request.match_info["payment_id"]))
+
+
+async def interop_find_payment(request: web.Request) -> web.Response:
+    caller = await authenticate(request, await request.read(), role="partner")
+    partner_ref = request.query.get("partner_ref", "")
+    if not partner_ref:
+        raise Problem("invalid_request", "give ?partner_ref=<your payment reference>")
+    await request.app[PAYMENTS].burn_nonce(caller)
+    return respond(request, await request.app[PAYMENTS].find_by_order_ref(caller, partner_ref))
+
+
+async def interop_cancel(request: web.Request) -> web.Response:
+    caller, body, key, digest, _ = await signed_write(request, payments.InteropActionRequest, role="partner")
+    cancel = payments.CancelRequest(reason=body.reason, **INTEROP_PLACE)
+    return respond(request, await request.app[PAYMENTS].cancel(caller, request.match_info["payment_id"], cancel, key, digest))
+
+
+async def interop_refund(request: web.Request) -> web.Response:
+    caller, body, key, digest, _ = await signed_write(request, payments.InteropRefundRequest, role="partner")
+    refund = payments.RefundRequest(amount=body.amount, reason=body.reason, **INTEROP_PLACE)
+    return respond(request, await request.app[PAYMENTS].refund(caller, request.match_info["payment_id"], refund, key, digest))
+
+
+async def interop_reversal(request: web.Request) -> web.Response:
+    caller, body, key, digest, _ = await signed_write(request, payments.InteropReversalRequest, role="partner")
+    reversal = payments.ReversalRequest(order_ref=body.partner_ref, reason=body.reason, **INTEROP_PLACE)
+    return respond(request, await request.app[PAYMENTS].reverse(caller, reversal, key, digest))
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -368,6 +412,12 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/v1/members/{member_id}/devices/{slot}/code.png", member_code_image),
     ("GET", "/v1/members/{member_id}/devices/{slot}/code.svg", member_code_image),
     ("POST", "/v1/earnings", create_earning),
+    ("POST", "/v1/interop/payments", interop_create_payment),
+    ("GET", "/v1/interop/payments", interop_find_payment),
+    ("GET", "/v1/interop/payments/{payment_id}", interop_get_payment),
+    ("POST", "/v1/interop/payments/{payment_id}/cancel", interop_cancel),
+    ("POST", "/v1/interop/payments/{payment_id}/refunds", interop_refund),
+    ("POST", "/v1/interop/reversals", interop_reversal),
     ("GET", "/healthz", healthz),
     ("GET", "/readyz", readyz),
     ("GET", "/metrics", metrics),

@@ -46,8 +46,9 @@ from gateway.settings import Store as MerchantStore
 from gateway.signing import KEY_ID_PATTERN, MERCHANT_ID_PATTERN, SECRET_BYTES, SECRET_PREFIX
 from gateway.store import Store
 
-ROLES: Final = ("merchant", "affiliate")
-"""A merchant's keys sign terminal requests; an affiliate's sign earnings. Neither can use the other's routes."""
+ROLES: Final = ("merchant", "affiliate", "partner")
+"""A merchant's keys sign terminal requests, an affiliate's sign earnings, a partner network's sign
+its interop calls. None can use another role's routes."""
 ACTIVE_KEYS_MAX: Final = 2
 """Two keys overlap during a rotation; a third active key is refused."""
 KEYS_ISSUED_MAX: Final = 1000
@@ -138,11 +139,12 @@ class LoadSummary:
     merchants_created: int
     stores_created: int
     terminals_added: int
-    affiliates_created: int = 0
+    principals_created: int = 0
+    """Affiliates and partner networks (signing principals that are not merchants)."""
 
     @property
     def changed(self) -> bool:
-        return bool(self.merchants_created or self.stores_created or self.terminals_added or self.affiliates_created)
+        return bool(self.merchants_created or self.stores_created or self.terminals_added or self.principals_created)
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,13 +413,18 @@ class MerchantRegistry:
                 stores += await self.add_store(m.id, s.id, s.name)
                 for terminal_id in s.terminals:
                     terminals += await self.add_terminal(m.id, s.id, terminal_id)
-        affiliates = 0
+        principals = 0
+        for p in settings.partners:
+            network = settings.network(p.id)
+            assert network is not None, "settings validated every partner against networks.toml"
+            principals += await self.create_merchant(
+                p.id, network.name, network.currency, settings.member_day_time_zone, "00:00", 42, role="partner")
         for a in settings.affiliates:
-            affiliates += await self.create_merchant(
+            principals += await self.create_merchant(
                 a.id, a.name, settings.home_network.currency, settings.member_day_time_zone, "00:00", 42, role="affiliate")
             # The budget follows the configuration; what was issued stays.
             await self.store.redis.hset(keyspace.affiliate_budget_key(a.id), "budget_points", a.budget_points)
-        return LoadSummary(merchants, stores, terminals, affiliates)
+        return LoadSummary(merchants, stores, terminals, principals)
 
     # -- checks ----------------------------------------------------------------
 

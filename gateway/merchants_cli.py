@@ -137,7 +137,7 @@ async def _load_config(registry: MerchantRegistry, settings: Settings, args: arg
     summary = await registry.load_config(settings)
     print(f"merchants: {len(settings.merchants)} merchant(s) in merchants.toml; created "
           f"{summary.merchants_created} merchant(s), {summary.stores_created} store(s), "
-          f"{summary.terminals_added} terminal(s), {summary.affiliates_created} affiliate(s)" + ("" if summary.changed else "; nothing changed"))
+          f"{summary.terminals_added} terminal(s), {summary.principals_created} affiliate(s) and partner network(s)" + ("" if summary.changed else "; nothing changed"))
     return 0
 
 

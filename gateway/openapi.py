@@ -40,6 +40,13 @@ class Payment(msgspec.Struct):
     refunded_amount: int
     refunded_points: int
     created_at: str
+    fx: "Fx | None"
+
+
+class Fx(msgspec.Struct):
+    quote_id: str
+    rate: str
+    """Points per unit of the payment's currency, the spread included, locked for the payment."""
 
 
 class Refund(msgspec.Struct):
@@ -151,7 +158,10 @@ _APPROVED = {
     "currency": "KRW", "points": 4500, "balance_after": 7500, "approval_code": "042117",
     "merchant_id": "gs25", "store_id": "gs25-gangnam-01", "terminal_id": "t1", "order_ref": "POS1-20261201-0042",
     "business_day": "2026-12-01", "refunded_amount": 0, "refunded_points": 0, "created_at": "2026-12-01T03:14:15.926Z",
+    "fx": None,
 }
+_INTEROP = dict(_APPROVED, amount=100, currency="TWD", points=4334, merchant_id="taishin", store_id="interop",
+                terminal_id="interop", order_ref="TS-FM-20261201-0007", fx={"quote_id": "q_9c1e5b2d4f60a8e1", "rate": "43.3356"})
 _DECLINED = dict(_APPROVED, status="declined", points=0, balance_after=None, approval_code=None, decline={
     "code": "insufficient_points", "message": payments.DECLINES["insufficient_points"][0],
     "message_ko": payments.DECLINES["insufficient_points"][1]})
@@ -206,6 +216,28 @@ OPERATIONS: tuple[tuple[str, str, str, type | None, int, type, Any, tuple[str, .
      200, BatchResult,
      {"matched": {"batch_no": 3, "status": "matched", "gateway": _TOTALS, "terminal": _TOTALS, "differences": [], "next_batch_no": 4}},
      ("invalid_request", "idempotency_key_missing", "idempotency_mismatch", "unknown_terminal")),
+    ("post", "/v1/interop/payments", "A partner network's merchant takes one of our members' codes", "InteropSaleRequest",
+     201, Payment, {"approved": _INTEROP},
+     ("invalid_json", "invalid_request", "idempotency_key_missing", "idempotency_mismatch", "idempotency_in_progress",
+      "forbidden", "currency_mismatch", "currency_not_supported", "amount_above_maximum", "order_ref_in_use")),
+    ("get", "/v1/interop/payments", "Find an interop payment by the partner's reference", None, 200, PaymentWithRefunds,
+     {"found": dict(_INTEROP, refunds=[])}, ("invalid_request", "forbidden", "payment_not_found")),
+    ("get", "/v1/interop/payments/{payment_id}", "Get one interop payment", None, 200, PaymentWithRefunds,
+     {"found": dict(_INTEROP, refunds=[])}, ("forbidden", "payment_not_found")),
+    ("post", "/v1/interop/payments/{payment_id}/cancel", "Cancel an interop payment (all points back)",
+     "InteropActionRequest", 200, Payment, {"cancelled": dict(_INTEROP, status="cancelled")},
+     ("invalid_request", "idempotency_key_missing", "idempotency_mismatch", "forbidden", "payment_not_found",
+      "invalid_state", "cancel_window_closed")),
+    ("post", "/v1/interop/payments/{payment_id}/refunds", "Refund part of an interop payment at its original rate",
+     "InteropRefundRequest", 201, RefundResult,
+     {"partial": {"refund": dict(_REFUND, amount=50, points=2167), "payment": dict(_INTEROP, status="partially_refunded",
+                                                                                  refunded_amount=50, refunded_points=2167)}},
+     ("invalid_request", "idempotency_key_missing", "idempotency_mismatch", "forbidden", "payment_not_found",
+      "invalid_state", "refund_exceeds_payment")),
+    ("post", "/v1/interop/reversals", "Reverse by the partner's reference when our answer never arrived",
+     "InteropReversalRequest", 200, ReversalResult,
+     {"reversed": {"order_ref": "TS-FM-20261201-0007", "outcome": "reversed", "payment": dict(_INTEROP, status="reversed")}},
+     ("invalid_request", "idempotency_key_missing", "idempotency_mismatch", "idempotency_in_progress", "forbidden")),
     ("post", "/v1/members", "Enrol a member and their first device (secret and token shown once)", None, 201, Enrolment,
      {"enrolled": _ENROLMENT}, ("invalid_request", "invalid_json")),
     ("get", "/v1/members/{member_id}", "The member's balance", None, 200, MemberBalance,
@@ -257,7 +289,10 @@ def _security(method: str, path: str) -> tuple[list[dict[str, list[str]]], tuple
 def _operations() -> list[tuple]:
     from gateway.members import EarningRequest
 
-    return [op[:3] + ((EarningRequest if op[3] == "EarningRequest" else op[3]),) + op[4:] for op in OPERATIONS]
+    named = {"EarningRequest": EarningRequest, "InteropSaleRequest": payments.InteropSaleRequest,
+             "InteropActionRequest": payments.InteropActionRequest, "InteropRefundRequest": payments.InteropRefundRequest,
+             "InteropReversalRequest": payments.InteropReversalRequest}
+    return [op[:3] + (named.get(op[3], op[3]) if isinstance(op[3], str) else op[3],) + op[4:] for op in OPERATIONS]
 
 
 @functools.cache
@@ -301,6 +336,8 @@ def openapi_document() -> dict[str, Any]:
         if path.endswith(".png"):
             operation["parameters"].append({"name": "symbology", "in": "query", "required": False,
                                             "schema": {"enum": ["code128", "qr"]}})
+        if path == "/v1/interop/payments" and method == "get":
+            operation["parameters"].append({"name": "partner_ref", "in": "query", "required": True, "schema": {"type": "string"}})
         if path == "/v1/payments" and method == "get":
             operation["parameters"].append({"name": "order_ref", "in": "query", "required": True, "schema": {"type": "string"}})
         if request_type is not None:

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from gateway import codes, keyspace, payments
+from gateway import codes, fx, keyspace, payments
 from gateway.clock import wall_ms
 from gateway.payments import Event, State
 from gateway.problems import Problem
@@ -23,6 +23,8 @@ from gateway.signing import NONCE_TTL_S
 from gateway.store import Store
 from gateway.tokens import Outcome, TokenService
 
+INTEROP_STORE = "interop"
+"""Store and terminal id of payments a partner network sends: its own merchants are its business."""
 IDEMPOTENCY_TTL_S = 72 * 3600  # keys are kept at least 48 h (the API promise), plus a day of margin
 REVERSAL_RETRIES_MAX = 3  # a sale racing the reversal makes it read the order again, at most this often
 APPROVAL_CODE_DIGITS = 6
@@ -73,6 +75,7 @@ class PaymentService:
         self.tokens = tokens
         self.settings = settings
         self.home = settings.home_network
+        self.rates = fx.RateTable.from_toml(settings.fx or {})
         self.now_ms = now_ms
         self._token_hex = token_hex
         self._randbelow = randbelow
@@ -92,22 +95,46 @@ class PaymentService:
 
     # -- sale ------------------------------------------------------------------
 
-    def check_sale(self, caller: Caller, sale: payments.SaleRequest) -> None:
+    async def sale(self, caller: Caller, sale: payments.SaleRequest, idempotency_key: str, request_hash: str) -> Answer:
+        """A terminal's sale in the home currency: 1 point per minor unit."""
         if sale.currency != caller.currency:
             raise Problem("currency_mismatch", f"this store takes {caller.currency}, not {sale.currency}")
         if sale.currency != self.home.currency:
             raise Problem("currency_not_supported", f"point payments in {sale.currency} need an exchange rate, not available yet")
         if sale.amount > self.settings.amount_max_krw:
             raise Problem("amount_above_maximum", f"the maximum for one payment is {self.settings.amount_max_krw:,} {sale.currency}")
+        return await self._authorise(
+            caller, sale.code, sale.amount, sale.currency, sale.amount, sale.order_ref, sale.store_id, sale.terminal_id,
+            "invalid_coupon" if sale.coupon_codes else "",  # no coupon campaign exists yet, so no coupon applies
+            f"merchant:{caller.merchant_id}", None, idempotency_key, request_hash)
 
-    async def sale(self, caller: Caller, sale: payments.SaleRequest, idempotency_key: str, request_hash: str) -> Answer:
-        self.check_sale(caller, sale)
+    async def interop_sale(self, caller: Caller, sale: payments.InteropSaleRequest, idempotency_key: str,
+                           request_hash: str) -> Answer:
+        """A partner network's merchant takes our member's code: the amount in the partner's
+        currency becomes points at a quote locked for this payment."""
+        if sale.currency != caller.currency:
+            raise Problem("currency_mismatch", f"{caller.merchant_id} settles in {caller.currency}, not {sale.currency}")
         now_ms = self.now_ms()
-        decline = ""
+        try:
+            quote = fx.quote(self.rates, sale.currency, self.home.currency, "q_" + self._token_hex(8), now_ms)
+        except fx.FxError as e:
+            raise Problem("currency_not_supported", e.message) from None
+        points = fx.points_for_payment(sale.amount, sale.currency, quote)
+        if points > self.settings.amount_max_krw:
+            raise Problem("amount_above_maximum", f"the maximum for one payment is {self.settings.amount_max_krw:,} points")
+        return await self._authorise(
+            caller, sale.code, sale.amount, sale.currency, points, sale.partner_ref, INTEROP_STORE, INTEROP_STORE, "",
+            f"partner:{caller.merchant_id}", quote, idempotency_key, request_hash, now_ms)
+
+    async def _authorise(self, caller: Caller, code_text: str, amount: int, currency: str, points: int, order_ref: str,
+                         store_id: str, terminal_id: str, decline: str, account: str, quote: "fx.Quote | None",
+                         idempotency_key: str, request_hash: str, now_ms: int | None = None) -> Answer:
+        """Verify the code and debit `points` to `account`, in one script call."""
+        now_ms = self.now_ms() if now_ms is None else now_ms
         member_id = ""
         slot = 0
         verify_args: list[Any] = ["wrong_otp", 0, self.settings.slot_failures_max, 0]
-        code = self.tokens.check_format(sale.code)
+        code = self.tokens.check_format(code_text)
         if isinstance(code, Outcome):
             decline = payments.decline_for(code)
         else:
@@ -118,14 +145,12 @@ class PaymentService:
             else:
                 member_id = device[1]
                 verify_args = self.tokens.verify_args(code, device[0], now_ms // 1000)
-        if not decline and sale.coupon_codes:
-            decline = "invalid_coupon"  # no coupon campaign exists yet, so no coupon applies
         partition = keyspace.partition_of_member(member_id) if member_id else codes.partition_of_slot(slot)
         payment_id = keyspace.new_payment_id(partition, self._token_hex(8))
         approval_code = f"{self._randbelow(10**APPROVAL_CODE_DIGITS):0{APPROVAL_CODE_DIGITS}d}"
         keys = self._claim_keys(caller, idempotency_key) + [
-            keyspace.order_key(caller.merchant_id, sale.order_ref),
-            *self._batch_keys(caller, sale.store_id, sale.terminal_id),
+            keyspace.order_key(caller.merchant_id, order_ref),
+            *self._batch_keys(caller, store_id, terminal_id),
             keyspace.device_key(slot), keyspace.used_codes_key(slot),
             keyspace.member_key(member_id) if member_id else _no_member_key(partition),
             keyspace.journal_key(partition), keyspace.entry_index_key(partition), keyspace.payment_key(payment_id),
@@ -133,11 +158,11 @@ class PaymentService:
         args = [
             NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms,
             *verify_args,
-            payment_id, member_id, sale.amount, sale.currency, sale.amount, self.home.points_unit,
-            caller.merchant_id, sale.store_id, sale.terminal_id, sale.order_ref, approval_code,
+            payment_id, member_id, amount, currency, points, self.home.points_unit,
+            caller.merchant_id, store_id, terminal_id, order_ref, approval_code,
             payments.business_day(now_ms, caller.time_zone, caller.business_day_cutoff),
             self.settings.member_daily_points_max, payments.business_day(now_ms, self.settings.member_day_time_zone, "00:00"),
-            decline, slot,
+            decline, slot, account, quote.quote_id if quote else "", str(quote.rate) if quote else "",
         ]
         reply = await self.store.run("pay", keys, args)
         record = self._record(reply)

@@ -141,6 +141,30 @@ class SaleRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     line_items: Annotated[list[LineItem], msgspec.Meta(max_length=200)] = []
 
 
+class InteropSaleRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A partner network's merchant scanned one of our members' codes."""
+
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=64, description="the scanned 24-digit payment code")]
+    amount: Amount
+    currency: Currency
+    partner_ref: OrderRef
+    merchant_name: Annotated[str, msgspec.Meta(min_length=1, max_length=80)]
+
+
+class InteropActionRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    reason: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+class InteropRefundRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    amount: Amount
+    reason: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+class InteropReversalRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    partner_ref: OrderRef
+    reason: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
 class CancelRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     store_id: Id
     terminal_id: Id
@@ -229,7 +253,7 @@ _INT_FIELDS = ("amount", "points", "refunded_amount", "refunded_points", "balanc
 PAYMENT_FIELDS = (
     "payment_id", "status", "decline", "amount", "currency", "points", "balance_after", "approval_code",
     "merchant_id", "store_id", "terminal_id", "order_ref", "business_day", "refunded_amount", "refunded_points",
-    "created_at",
+    "created_at", "fx",
 )
 
 
@@ -255,6 +279,7 @@ def payment_view(record: Mapping[str, str]) -> dict[str, Any]:
         "refunded_amount": ints["refunded_amount"],
         "refunded_points": ints["refunded_points"],
         "created_at": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "fx": {"quote_id": record["quote_id"], "rate": record["fx_rate"]} if record.get("quote_id") else None,
     }
     assert tuple(view) == PAYMENT_FIELDS
     return view

@@ -62,6 +62,17 @@ class Affiliate:
 
 
 @dataclass(frozen=True, slots=True)
+class Partner:
+    id: str
+    base_url: str
+    connect_timeout_s: float
+    read_timeout_s: float
+    concurrency_max: int
+    circuit_failures_max: int
+    circuit_open_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     # [server]
     host: str = "127.0.0.1"
@@ -90,6 +101,9 @@ class Settings:
     networks: tuple[Network, ...] = ()
     merchants: tuple[Merchant, ...] = ()
     affiliates: tuple[Affiliate, ...] = ()
+    partners: tuple[Partner, ...] = ()
+    fx: Mapping[str, Any] | None = None
+    """config/fx.toml as parsed; gateway.fx.RateTable validates it."""
 
     @property
     def home_network(self) -> Network:
@@ -97,6 +111,12 @@ class Settings:
 
     def network_by_prefix(self, prefix: str) -> Network | None:
         return next((n for n in self.networks if n.prefix == prefix), None)
+
+    def network(self, network_id: str) -> Network | None:
+        return next((n for n in self.networks if n.id == network_id), None)
+
+    def partner(self, network_id: str) -> Partner | None:
+        return next((p for p in self.partners if p.id == network_id), None)
 
     def affiliate(self, affiliate_id: str) -> Affiliate | None:
         return next((a for a in self.affiliates if a.id == affiliate_id), None)
@@ -122,7 +142,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "member_daily_points_max": (1, 10**12),
 }
 _SCALAR_FIELDS = {
-    f.name: f for f in dataclasses.fields(Settings) if f.name not in ("networks", "merchants", "affiliates")
+    f.name: f for f in dataclasses.fields(Settings) if f.name not in ("networks", "merchants", "affiliates", "partners", "fx")
 }
 
 
@@ -156,6 +176,10 @@ def load_settings(
         values["networks"] = _networks(_read_toml(config_dir / "networks.toml"))
     if "merchants" not in values:
         values["merchants"] = _merchants(_read_toml(config_dir / "merchants.toml"))
+    if "partners" not in values:
+        values["partners"] = _partners(_read_toml(config_dir / "partners.toml"), values["networks"])
+    if "fx" not in values:
+        values["fx"] = _read_toml(config_dir / "fx.toml")
     if "affiliates" not in values:
         values["affiliates"] = _affiliates(_read_toml(config_dir / "affiliates.toml"))
     return Settings(**values)
@@ -271,3 +295,27 @@ def _affiliates(doc: Mapping[str, Any]) -> tuple[Affiliate, ...]:
             raise SettingsError(f"{where}.budget_points: expected 0 to 10^15, got {budget}")
         affiliates.append(Affiliate(affiliate_id, _require(table, "name", where, str), budget))
     return tuple(affiliates)
+
+
+def _partners(doc: Mapping[str, Any], networks: tuple[Network, ...]) -> tuple[Partner, ...]:
+    partners = []
+    known = {n.id for n in networks if not n.home}
+    for i, table in enumerate(doc.get("partner", [])):
+        where = f"partners.toml partner[{i}]"
+        partner_id = _require(table, "id", where, str)
+        if partner_id not in known:
+            raise SettingsError(f"{where}.id: {partner_id!r} is not a partner network in networks.toml ({sorted(known)})")
+        base_url = _require(table, "base_url", where, str)
+        if not re.match(r"^https?://[^/]+$", base_url):
+            raise SettingsError(f"{where}.base_url: expected http(s)://host[:port], got {base_url!r}")
+        numbers = {}
+        for key, low, high in (("connect_timeout_s", 0.1, 60), ("read_timeout_s", 0.1, 120), ("concurrency_max", 1, 10_000),
+                               ("circuit_failures_max", 1, 1_000), ("circuit_open_s", 0.1, 3_600)):
+            value = table.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise SettingsError(f"{where}.{key}: expected a number from {low} to {high}, got {value!r}")
+            numbers[key] = value
+        partners.append(Partner(partner_id, base_url, float(numbers["connect_timeout_s"]), float(numbers["read_timeout_s"]),
+                                int(numbers["concurrency_max"]), int(numbers["circuit_failures_max"]),
+                                float(numbers["circuit_open_s"])))
+    return tuple(partners)

@@ -12,7 +12,7 @@
 -- Returns {'done', payment JSON}, {'replay', payment JSON} or {error code, detail}.
 local early = claim_request(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 if early then return early end
-local payment = redis.call('HMGET', KEYS[9], 'merchant_id', 'state', 'business_day', 'points', 'unit', 'member_id', 'amount')
+local payment = redis.call('HMGET', KEYS[9], 'merchant_id', 'state', 'business_day', 'points', 'unit', 'member_id', 'amount', 'account')
 if payment[1] ~= ARGV[5] then return {'payment_not_found'} end
 if not state_in(payment[2], ARGV[8]) then return {'invalid_state', payment[2]} end
 if payment[3] ~= ARGV[7] then return {'cancel_window_closed', payment[3]} end
@@ -20,7 +20,7 @@ if payment[3] ~= ARGV[7] then return {'cancel_window_closed', payment[3]} end
 local points, unit, member_id = payment[4], payment[5], payment[6]
 redis.call('HINCRBY', KEYS[6], 'available', points)
 journal_append(KEYS[7], KEYS[8], 'cancel:' .. ARGV[6], 'cancel', {
-  posting('merchant:' .. ARGV[5], unit, '-', points),
+  posting(payment[8], unit, '-', points),
   posting('member:' .. member_id, unit, '', points),
 }, cjson.encode({payment_id = ARGV[6], merchant_id = ARGV[5]}), ARGV[4])
 redis.call('HSET', KEYS[9], 'state', 'cancelled', 'cancelled_ms', ARGV[4],

@@ -16,6 +16,8 @@
 -- ARGV[16] store id  ARGV[17] terminal id  ARGV[18] order ref  ARGV[19] approval code
 -- ARGV[20] business day  ARGV[21] member daily points max  ARGV[22] calendar day
 -- ARGV[23] decline decided before storage ('' if none)  ARGV[24] slot
+-- ARGV[25] account the points go to (merchant:<id>, or partner:<id> for a partner's merchant)
+-- ARGV[26] FX quote id ('' for a home-currency sale)  ARGV[27] FX rate applied ('' likewise)
 -- Returns {'done', response JSON} or {'replay', response JSON} or {error code}.
 local early = claim_request(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 if early then return early end
@@ -59,7 +61,7 @@ if decline == '' then
     balance_after = tostring(available - points)
     journal_append(KEYS[10], KEYS[11], 'pay:' .. ARGV[9], 'payment', {
       posting('member:' .. member_id, ARGV[14], '-', ARGV[13]),
-      posting('merchant:' .. ARGV[15], ARGV[14], '', ARGV[13]),
+      posting(ARGV[25], ARGV[14], '', ARGV[13]),
     }, cjson.encode({payment_id = ARGV[9], merchant_id = ARGV[15], store_id = ARGV[16],
       terminal_id = ARGV[17], order_ref = ARGV[18], amount = ARGV[11], currency = ARGV[12]}), ARGV[4])
   end
@@ -77,7 +79,7 @@ redis.call('HSET', KEYS[12], 'payment_id', ARGV[9], 'state', status, 'decline_co
   'amount', ARGV[11], 'currency', ARGV[12], 'points', points, 'unit', ARGV[14],
   'member_id', member_id, 'slot', ARGV[24], 'approval_code', approval_code,
   'business_day', ARGV[20], 'created_ms', ARGV[4], 'refunded_amount', 0, 'refunded_points', 0,
-  'balance_after', balance_after)
+  'balance_after', balance_after, 'account', ARGV[25], 'quote_id', ARGV[26], 'fx_rate', ARGV[27])
 
 if status == 'approved' then batch_record(KEYS[5], KEYS[6], 'sale', ARGV[9], ARGV[11]) end
 if not order[1] or order[2] == 'declined' then

@@ -14,7 +14,7 @@
 local early = claim_request(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 if early then return early end
 local payment = redis.call('HMGET', KEYS[9], 'merchant_id', 'state', 'amount', 'points',
-  'refunded_amount', 'refunded_points', 'unit', 'member_id')
+  'refunded_amount', 'refunded_points', 'unit', 'member_id', 'account')
 if payment[1] ~= ARGV[5] then return {'payment_not_found'} end
 if not state_in(payment[2], ARGV[9]) then return {'invalid_state', payment[2]} end
 local amount = parse_amount(ARGV[8])
@@ -36,7 +36,7 @@ local unit, member_id = payment[7], payment[8]
 if points > 0 then
   redis.call('HINCRBY', KEYS[6], 'available', points_text)
   journal_append(KEYS[7], KEYS[8], 'refund:' .. ARGV[7], 'refund', {
-    posting('merchant:' .. ARGV[5], unit, '-', points_text),
+    posting(payment[9], unit, '-', points_text),
     posting('member:' .. member_id, unit, '', points_text),
   }, cjson.encode({payment_id = ARGV[6], refund_id = ARGV[7], merchant_id = ARGV[5], amount = ARGV[8]}), ARGV[4])
 end

@@ -25,7 +25,7 @@ redis.call('HSET', KEYS[4], 'reversed', '1', 'reversed_ms', ARGV[4])
 local outcome = 'recorded'
 local payment_json = false
 if ARGV[7] ~= '' then
-  local payment = redis.call('HMGET', KEYS[10], 'state', 'points', 'refunded_points', 'unit', 'member_id', 'amount', 'refunded_amount')
+  local payment = redis.call('HMGET', KEYS[10], 'state', 'points', 'refunded_points', 'unit', 'member_id', 'amount', 'refunded_amount', 'account')
   outcome = 'nothing_to_reverse'
   if state_in(payment[1], ARGV[8]) then
     local points = tonumber(payment[2]) - tonumber(payment[3])
@@ -33,7 +33,7 @@ if ARGV[7] ~= '' then
     if points > 0 then
       redis.call('HINCRBY', KEYS[7], 'available', points_text)
       journal_append(KEYS[8], KEYS[9], 'reversal:' .. ARGV[7], 'reversal', {
-        posting('merchant:' .. ARGV[5], payment[4], '-', points_text),
+        posting(payment[8], payment[4], '-', points_text),
         posting('member:' .. payment[5], payment[4], '', points_text),
       }, cjson.encode({payment_id = ARGV[7], merchant_id = ARGV[5], order_ref = ARGV[6]}), ARGV[4])
     end

@@ -119,7 +119,10 @@ class PaymentService:
             quote = fx.quote(self.rates, sale.currency, self.home.currency, "q_" + self._token_hex(8), now_ms)
         except fx.FxError as e:
             raise Problem("currency_not_supported", e.message) from None
-        points = fx.points_for_payment(sale.amount, sale.currency, quote)
+        try:
+            points = fx.points_for_payment(sale.amount, sale.currency, quote)
+        except fx.FxError:
+            points = self.settings.amount_max_krw + 1  # beyond any limit: refused just below
         if points > self.settings.amount_max_krw:
             raise Problem("amount_above_maximum", f"the maximum for one payment is {self.settings.amount_max_krw:,} points")
         return await self._authorise(

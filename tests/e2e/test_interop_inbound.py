@@ -71,6 +71,13 @@ async def test_partner_pays_in_its_own_currency_only(gateway):
     assert (422, "currency_mismatch") == (status, problem["code"])
 
 
+async def test_huge_foreign_amount_is_refused_not_a_crash(gateway):
+    """An amount whose points would overflow any limit is 422 amount_above_maximum, never a 500."""
+    taishin, member = await partner(gateway), await gateway.member(points=10_000)
+    status, problem, _ = await interop_pay(taishin, member.code(), 10**15, "TS-FM-BIG")
+    assert (422, "amount_above_maximum") == (status, problem["code"])
+
+
 async def test_keys_stay_on_their_own_side(gateway):
     """A merchant key cannot call the interop API and a partner key cannot take a terminal sale."""
     gs25, taishin, member = await gateway.terminal(), await partner(gateway), await gateway.member(points=10_000)

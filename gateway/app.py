@@ -9,6 +9,8 @@ payments.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -17,6 +19,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 import msgspec
+import aiohttp
 import redis.exceptions
 from aiohttp import web
 
@@ -25,6 +28,7 @@ from gateway.keyring import Keyring
 from gateway.ledger import Ledger
 from gateway.members import Bearer, EarningRequest, MemberService
 from gateway.merchants import MerchantRegistry
+from gateway.partners import PartnerClient, PartnerKeys
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.payment_service import INTEROP_STORE, Answer, Caller, PaymentService
@@ -434,8 +438,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
-    app.cleanup_ctx.extend([_redis_server, _store])
-    app.on_startup.append(_services)
+    app.cleanup_ctx.extend([_redis_server, _store, _services, _partner_clients])
     return app
 
 
@@ -458,7 +461,7 @@ async def _store(app: web.Application):
     await store.close()
 
 
-async def _services(app: web.Application) -> None:
+async def _services(app: web.Application):
     """The services over the store; they hold no resource of their own."""
     settings, store = app[SETTINGS], app[STORE]
     keyring = Keyring.load(settings.keyring_path)
@@ -468,3 +471,35 @@ async def _services(app: web.Application) -> None:
     app[TERMINALS] = TerminalCache(registry)
     app[PAYMENTS] = PaymentService(store, tokens, settings)
     app[MEMBERS] = MemberService(store, tokens, settings)
+    yield
+
+
+OWED_REVERSALS_INTERVAL_S = 2.0  # how soon a partner that is back gets the reversals it is owed
+
+
+async def _partner_clients(app: web.Application):
+    """One HTTP session for all partner calls, a client per partner we hold a key for,
+    and the background task that sends the reversals partners are owed."""
+    settings, service = app[SETTINGS], app[PAYMENTS]
+    keys = PartnerKeys(app[STORE], app[TOKENS].keyring)
+    session = aiohttp.ClientSession()
+    for partner in settings.partners:
+        key = await keys.get(partner.id)
+        if key is not None:
+            service.partners[partner.id] = PartnerClient(partner, settings.home_network.id, key[0], key[1], session)
+
+    async def send_owed() -> None:
+        while True:
+            await asyncio.sleep(OWED_REVERSALS_INTERVAL_S)
+            try:
+                await service.send_owed_reversals()
+            except redis.exceptions.RedisError:
+                logging.getLogger("pointgate").warning("owed partner reversals: Redis unavailable; retrying")
+
+    task = asyncio.create_task(send_owed()) if service.partners else None
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await session.close()

@@ -101,7 +101,7 @@ class EmbeddedRedis:
         # which then shuts Redis down cleanly after the last write.
         self._process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True, preexec_fn=die_with_parent,
         )
         self._wait_ready()
         (self.data_dir / "port").write_text(str(self.port))
@@ -174,7 +174,7 @@ class EmbeddedRedis:
         self.stop()
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: get SIGTERM when the gateway dies, so no orphan holds the data dir."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

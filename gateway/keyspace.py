@@ -186,3 +186,13 @@ def earning_key(affiliate_id: str, affiliate_ref: str) -> str:
 def member_token_key(partition: int, token_hash: str) -> str:
     """Hash: a member bearer token's `member_id`, `slot`, `status`, `expires_ms`; keyed by the token's SHA-256."""
     return f"{PREFIX}:{partition_tag(partition)}:token:{token_hash}"
+
+
+def partner_key_key(partner_id: str) -> str:
+    """Hash: the key a partner network issued us: `key_id`, `secret` (AES-256-GCM), `keyring_key_id`."""
+    return f"{PREFIX}:partner:{{{partner_id}}}:outkey"
+
+
+def partner_reversals_key(partner_id: str) -> str:
+    """Set: our payment ids whose reversal at the partner is still owed (sent by a background task)."""
+    return f"{PREFIX}:partner:{{{partner_id}}}:reversals"

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from gateway import codes, fx, keyspace, payments
 from gateway.clock import wall_ms
 from gateway.payments import Event, State
+from gateway.partners import PartnerClient, PartnerError, PartnerRefused
 from gateway.problems import Problem
 from gateway.settings import Settings
 from gateway.signing import NONCE_TTL_S
@@ -76,6 +77,8 @@ class PaymentService:
         self.settings = settings
         self.home = settings.home_network
         self.rates = fx.RateTable.from_toml(settings.fx or {})
+        self.partners: dict[str, PartnerClient] = {}
+        """Outbound clients by partner network id, set up by the app with the keys partners issued us."""
         self.now_ms = now_ms
         self._token_hex = token_hex
         self._randbelow = randbelow
@@ -96,7 +99,12 @@ class PaymentService:
     # -- sale ------------------------------------------------------------------
 
     async def sale(self, caller: Caller, sale: payments.SaleRequest, idempotency_key: str, request_hash: str) -> Answer:
-        """A terminal's sale in the home currency: 1 point per minor unit."""
+        """A terminal's sale in the home currency: 1 point per minor unit; a partner
+        network's code goes to that partner."""
+        if self.tokens.check_format(sale.code) is Outcome.UNSUPPORTED_ISSUER:
+            network = self.settings.network_by_prefix(sale.code[:4])
+            if network is not None and network.id in self.partners:
+                return await self.outbound_sale(caller, sale, idempotency_key, request_hash, self.partners[network.id])
         if sale.currency != caller.currency:
             raise Problem("currency_mismatch", f"this store takes {caller.currency}, not {sale.currency}")
         if sale.currency != self.home.currency:
@@ -172,6 +180,96 @@ class PaymentService:
         view = payments.payment_view(record)
         outcome = view["status"] if view["decline"] is None else view["decline"]["code"]
         return Answer(201, payments.dumps(view), reply[0] == "replay", outcome)
+
+    # -- outbound: a partner network's member at our merchant ---------------------
+
+    async def outbound_sale(self, caller: Caller, sale: payments.SaleRequest, idempotency_key: str,
+                            request_hash: str, client: PartnerClient) -> Answer:
+        """Place the payment pending, ask the partner, and decide it: approved or declined,
+        with a status lookup and then a reversal at the partner when its answer is lost."""
+        if sale.currency != caller.currency:
+            raise Problem("currency_mismatch", f"this store takes {caller.currency}, not {sale.currency}")
+        if sale.amount > self.settings.amount_max_krw:
+            raise Problem("amount_above_maximum", f"the maximum for one payment is {self.settings.amount_max_krw:,} {sale.currency}")
+        now_ms = self.now_ms()
+        slot = int(sale.code[5:14])
+        payment_id = keyspace.new_payment_id(codes.partition_of_slot(slot), self._token_hex(8))
+        reply = await self.store.run("outbound_claim", self._claim_keys(caller, idempotency_key) + [
+            keyspace.order_key(caller.merchant_id, sale.order_ref), keyspace.payment_key(payment_id),
+        ], [NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms, payment_id, caller.merchant_id, sale.store_id,
+            sale.terminal_id, sale.order_ref, sale.amount, sale.currency,
+            payments.business_day(now_ms, caller.time_zone, caller.business_day_cutoff),
+            f"partner:{client.partner.id}", self.home.points_unit, slot])
+        if reply[0] == "replay":
+            return self._answer(reply)
+        if reply[0] not in ("claimed", "claimed_reversed", "pending"):
+            self._record(reply)
+        payment_id = reply[1]
+        finish = self._outbound_finisher(caller, sale, idempotency_key, payment_id)
+        if reply[0] == "claimed_reversed":
+            return await finish("declined", "reversed")
+        fresh = reply[0] == "claimed"
+        if fresh and not client.breaker.allows(client.now()):
+            return await finish("declined", "partner_unavailable")  # never sent: nothing to undo
+        if fresh and client.slots.locked():
+            return await finish("declined", "partner_busy")
+        async with client.slots:
+            if fresh:
+                try:
+                    return await finish(*_partner_decision(await client.authorise(
+                        payment_id, sale.code, sale.amount, sale.currency, caller.merchant_id)))
+                except PartnerRefused:
+                    return await finish("declined", "unsupported_issuer")
+                except PartnerError:
+                    pass  # unknown: ask, then reverse
+            try:
+                found = await client.find(payment_id)
+                if found is not None and found["status"] in ("approved", "declined"):
+                    return await finish(*_partner_decision(found))
+            except PartnerError:
+                pass
+            try:
+                await client.reverse(payment_id)
+            except PartnerError:
+                # The partner is unreachable: owe it the reversal (sent in the background) and
+                # decline now; the partner's reversal-wins rule keeps both sides whole.
+                await self.store.redis.sadd(keyspace.partner_reversals_key(client.partner.id), payment_id)
+            return await finish("declined", "partner_unavailable")
+
+    def _outbound_finisher(self, caller: Caller, sale: payments.SaleRequest, idempotency_key: str, payment_id: str):
+        partition = keyspace.partition_of_payment(payment_id)
+        keys = [keyspace.idempotency_key(caller.merchant_id, idempotency_key),
+                keyspace.order_key(caller.merchant_id, sale.order_ref),
+                *self._batch_keys(caller, sale.store_id, sale.terminal_id), keyspace.payment_key(payment_id),
+                keyspace.journal_key(partition), keyspace.entry_index_key(partition)]
+
+        async def finish(outcome: str, decline: str = "", partner: dict[str, Any] | None = None) -> Answer:
+            fx_doc = (partner or {}).get("fx") or {}
+            approval = f"{self._randbelow(10**APPROVAL_CODE_DIGITS):0{APPROVAL_CODE_DIGITS}d}"
+            reply = await self.store.run("outbound_finish", keys, [
+                outcome, decline, approval, (partner or {}).get("payment_id", ""), (partner or {}).get("points", 0),
+                fx_doc.get("rate", ""), self.now_ms(), IDEMPOTENCY_TTL_S, fx_doc.get("quote_id", "")])
+            return self._answer(reply)
+
+        return finish
+
+    def _answer(self, reply: list[Any]) -> Answer:
+        view = payments.payment_view(self._record(reply))
+        outcome = view["status"] if view["decline"] is None else view["decline"]["code"]
+        return Answer(201, payments.dumps(view), reply[0] == "replay", outcome)
+
+    async def send_owed_reversals(self) -> int:
+        """Send the reversals partners are owed (their answers were lost); returns how many landed."""
+        sent = 0
+        for partner_id, client in self.partners.items():
+            for payment_id in await self.store.redis.smembers(keyspace.partner_reversals_key(partner_id)):
+                try:
+                    await client.reverse(payment_id)
+                except PartnerError:
+                    break  # still unreachable: try again next round
+                await self.store.redis.srem(keyspace.partner_reversals_key(partner_id), payment_id)
+                sent += 1
+        return sent
 
     def _record(self, reply: list[Any]) -> dict[str, str]:
         status = reply[0]
@@ -308,3 +406,11 @@ class PaymentService:
         if reply[0] not in ("done", "replay"):
             self._record(reply)
         return Answer(200, reply[1].encode(), reply[0] == "replay", "batch_closed")
+
+
+def _partner_decision(partner: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """Our outcome from the partner's payment object: its approval, or its decline code."""
+    if partner.get("status") == "approved":
+        return "approved", "", partner
+    code = (partner.get("decline") or {}).get("code", "")
+    return "declined", code if code in payments.DECLINES else "unsupported_issuer", partner

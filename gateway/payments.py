@@ -88,6 +88,8 @@ DECLINES: dict[str, tuple[str, str]] = {
     "unknown_issuer": ("This code is not from a supported wallet.", "지원하지 않는 지갑의 코드입니다."),
     "unsupported_issuer": ("Payments from this wallet are not accepted here yet.", "이 지갑의 결제는 아직 지원되지 않습니다."),
     "reversed": ("This order was reversed. Start a new order.", "취소(망취소)된 주문입니다. 새 주문으로 진행하세요."),
+    "partner_unavailable": ("The member's wallet did not answer. No points were taken; use another payment method.", "회원의 지갑이 응답하지 않습니다. 포인트는 차감되지 않았습니다. 다른 결제 수단을 이용하세요."),
+    "partner_busy": ("The member's wallet is busy. Try again in a moment.", "회원의 지갑이 혼잡합니다. 잠시 후 다시 시도하세요."),
     "invalid_coupon": ("Coupon not valid here. Remove it and try again.", "사용할 수 없는 쿠폰입니다. 쿠폰을 빼고 다시 시도하세요."),
 }
 

@@ -23,6 +23,7 @@ from typing import Sequence
 
 from aiohttp import web
 
+from gateway.embedded_redis import die_with_parent
 from gateway.merchants import MerchantRegistry
 from gateway.runtime import open_runtime, redis_server
 from gateway.settings import Settings, load_settings
@@ -42,7 +43,8 @@ def serve(settings: Settings) -> int:
         asyncio.run(_load_merchants(worker_settings))
         env = dict(os.environ, REDIS_URL=url, POINTGATE_HOST=settings.host, POINTGATE_PORT=str(settings.port), **{WORKER_ENV: "1"})
         workers = [
-            subprocess.Popen([sys.executable, "-m", "gateway.serve"], env=env)
+            # A worker gets SIGTERM if the parent dies, so no orphan keeps serving the port.
+            subprocess.Popen([sys.executable, "-m", "gateway.serve"], env=env, preexec_fn=die_with_parent)
             for _ in range(settings.workers)
         ]
         print(f"gateway: {settings.workers} worker(s) on http://{settings.host}:{settings.port}, Redis {url}", flush=True)

@@ -1,0 +1,164 @@
+"""A Taishin member pays at GS25: our gateway asks Taishin (a second pointgate instance,
+configured as the Taishin network) through a fault proxy, both services real, both on real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from conftest import Gateway, Member
+from gateway import keyspace
+from gateway.app import MERCHANTS, PAYMENTS, STORE, TOKENS, create_app
+from gateway.audit import run_audit
+from gateway.embedded_redis import free_port
+from gateway.keyring import Keyring
+from gateway.merchants import MerchantRegistry
+from gateway.partners import PartnerKeys
+from gateway.settings import CONFIG_DIR_DEFAULT, Partner, load_settings
+from gateway.store import Store, connect
+from simulators.fault_proxy import Fault, FaultProxy
+
+FAST = dict(connect_timeout_s=0.5, read_timeout_s=1.0, concurrency_max=4, circuit_failures_max=3, circuit_open_s=1.0)
+
+
+def taishin_config(tmp_path: Path, home_url: str) -> Path:
+    """Taishin's own configuration: it is the home network there, and we are its partner."""
+    config = tmp_path / "taishin-config"
+    shutil.copytree(CONFIG_DIR_DEFAULT, config)
+    (config / "networks.toml").write_text(
+        '[[network]]\nprefix = "8860"\nid = "taishin"\nname = "Taishin Bank Rewards"\nhome = true\ncurrency = "TWD"\npoints_unit = "TSP"\n\n'
+        '[[network]]\nprefix = "9410"\nid = "hana"\nname = "Hana Members"\nhome = false\ncurrency = "KRW"\npoints_unit = "HMP"\n')
+    (config / "partners.toml").write_text(
+        f'[[partner]]\nid = "hana"\nbase_url = "{home_url}"\nconnect_timeout_s = 1\nread_timeout_s = 2\n'
+        'concurrency_max = 8\ncircuit_failures_max = 5\ncircuit_open_s = 5\n')
+    (config / "affiliates.toml").write_text("")
+    return config
+
+
+@dataclasses.dataclass
+class Networks:
+    home: Gateway
+    taishin: Gateway
+    proxy: FaultProxy
+
+
+@pytest.fixture
+async def networks(redis_server, store, tmp_path: Path):
+    home_port, taishin_port = free_port(), free_port()
+    proxy = await FaultProxy("127.0.0.1", taishin_port).start()
+    home_settings = load_settings(env={}, redis_url=redis_server.url, keyring_path=str(tmp_path / "home-keyring.json"))
+    home_settings = dataclasses.replace(home_settings, partners=(Partner("taishin", proxy.url, **FAST),))
+    taishin_url = redis_server.url[:-1] + "1"  # its own Redis database
+    taishin_settings = load_settings(taishin_config(tmp_path, f"http://127.0.0.1:{home_port}"), env={},
+                                     redis_url=taishin_url, keyring_path=str(tmp_path / "taishin-keyring.json"))
+    # Each network issues the other a key, and stores the one it was given.
+    home_store, taishin_store = Store(connect(redis_server.url, 5)), Store(connect(taishin_url, 5))
+    for s in (home_store, taishin_store):
+        await s.load_scripts()
+    home_registry = MerchantRegistry(home_store, Keyring.load(home_settings.keyring_path))
+    taishin_registry = MerchantRegistry(taishin_store, Keyring.load(taishin_settings.keyring_path))
+    await home_registry.load_config(home_settings)
+    await taishin_registry.load_config(taishin_settings)
+    for_taishin = await home_registry.issue_key("taishin")
+    for_home = await taishin_registry.issue_key("hana")
+    await PartnerKeys(home_store, Keyring.load(home_settings.keyring_path)).set("taishin", *for_home)
+    await PartnerKeys(taishin_store, Keyring.load(taishin_settings.keyring_path)).set("hana", *for_taishin)
+    await home_store.close()
+    await taishin_store.close()
+
+    apps = [create_app(home_settings), create_app(taishin_settings)]
+    servers = [TestServer(apps[0], port=home_port), TestServer(apps[1], port=taishin_port)]
+    for server in servers:
+        await server.start_server()
+    async with ClientSession() as session:
+        yield Networks(Gateway(apps[0], servers[0], session), Gateway(apps[1], servers[1], session), proxy)
+    for server in servers:
+        await server.close()
+    await proxy.close()
+
+
+async def taishin_member(networks: Networks, points: int) -> Member:
+    return await networks.taishin.member(points=points)
+
+
+async def test_taishin_member_pays_at_gs25(networks):
+    """1,000 KRW at GS25 with a Taishin code: approved, Taishin debits its member in TSP, we owe GS25 and Taishin owes us."""
+    gs25, member = await networks.home.terminal(), await taishin_member(networks, 1_000)
+    status, payment, _ = await gs25.pay(member.code(), 1_000)
+    assert (201, "approved", 1_000) == (status, payment["status"], payment["points"])
+    assert payment["fx"]["rate"]
+    taishin_balance = await networks.taishin.balance(member)
+    assert 1_000 - 24 == taishin_balance  # ceil(1,000 KRW x 1.005 / 43.12) = 24 TSP
+    home = (await run_audit(networks.home.app[STORE])).totals_by_unit()["HMP"]
+    assert (-1_000, 1_000) == (home["partner:taishin"], home["merchant:gs25"])
+
+
+async def test_partner_decline_reaches_the_cashier(networks):
+    """A Taishin member without enough points is declined with insufficient_points at GS25."""
+    gs25, member = await networks.home.terminal(), await taishin_member(networks, 10)
+    _, payment, _ = await gs25.pay(member.code(), 5_000)
+    assert ("declined", "insufficient_points") == (payment["status"], payment["decline"]["code"])
+
+
+async def test_answer_dropped_at_the_partner_is_found_and_approved_once(networks):
+    """Taishin approves but its answer is lost: our lookup finds the approval; the member pays once."""
+    gs25, member = await networks.home.terminal(), await taishin_member(networks, 1_000)
+    networks.proxy.once(Fault.DROP_RESPONSE, method="POST", path_prefix="/v1/interop/payments")
+    _, payment, _ = await gs25.pay(member.code(), 1_000)
+    assert ("approved", 976) == (payment["status"], await networks.taishin.balance(member))
+
+
+async def test_partner_down_declines_fast_and_owes_the_reversal(networks):
+    """With Taishin down the cashier gets partner_unavailable; the reversal is sent once Taishin is back."""
+    gs25, member = await networks.home.terminal(), await taishin_member(networks, 1_000)
+    networks.proxy.down = True
+    started = time.monotonic()
+    _, payment, _ = await gs25.pay(member.code(), 1_000)
+    elapsed_s = time.monotonic() - started
+    owed = keyspace.partner_reversals_key("taishin")
+    assert ("partner_unavailable", True) == (payment["decline"]["code"], elapsed_s < 5)
+    assert [payment["payment_id"]] == list(await networks.home.app[STORE].redis.smembers(owed))
+    networks.proxy.down = False
+    for _ in range(60):
+        if not await networks.home.app[STORE].redis.exists(owed):
+            break
+        await asyncio.sleep(0.1)
+    assert 0 == await networks.home.app[STORE].redis.exists(owed)
+    assert 1_000 == await networks.taishin.balance(member)
+
+
+async def test_circuit_opens_and_home_payments_keep_their_speed(networks):
+    """After repeated partner failures the circuit opens (no more calls), and a home sale stays fast."""
+    gs25 = await networks.home.terminal()
+    taishin = [await taishin_member(networks, 1_000) for _ in range(4)]
+    home_member = await networks.home.member(points=10_000)
+    networks.proxy.down = True
+    for member in taishin[:3]:
+        await gs25.pay(member.code(), 100)
+    refused_before = networks.proxy.stats.connections_refused
+    started = time.monotonic()
+    _, fast_decline, _ = await gs25.pay(taishin[3].code(), 100)
+    decline_s = time.monotonic() - started
+    started = time.monotonic()
+    _, home_sale, _ = await gs25.pay(home_member.code(), 1_000)
+    home_s = time.monotonic() - started
+    assert "open" == networks.home.app[PAYMENTS].partners["taishin"].breaker.state
+    assert ("partner_unavailable", refused_before) == (fast_decline["decline"]["code"], networks.proxy.stats.connections_refused)
+    assert ("approved", True, True) == (home_sale["status"], decline_s < 0.5, home_s < 0.5)
+
+
+async def test_books_balance_on_both_sides(networks):
+    """After approvals, a decline and an outage, both networks' audits are clean."""
+    gs25 = await networks.home.terminal()
+    for points in (1_000, 10):
+        member = await taishin_member(networks, points)
+        await gs25.pay(member.code(), 500)
+    assert (await run_audit(networks.home.app[STORE])).clean
+    assert (await run_audit(networks.taishin.app[STORE])).clean

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from conftest import Gateway, Member
 from gateway import keyspace
-from gateway.app import MERCHANTS, PAYMENTS, STORE, TOKENS, create_app
+from gateway.app import PAYMENTS, STORE, create_app
 from gateway.audit import run_audit
 from gateway.embedded_redis import free_port
 from gateway.keyring import Keyring

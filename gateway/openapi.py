@@ -54,7 +54,8 @@ class Refund(msgspec.Struct):
     payment_id: str
     amount: int
     points: int
-    balance_after: int
+    balance_after: int | None
+    """The member's points after the refund; None when the member belongs to a partner network."""
     reason: str
     created_at: str
 

@@ -123,6 +123,20 @@ class PartnerClient:
             raise PartnerRefused(status, (doc or {}).get("code", "unknown"))
         return doc
 
+    async def cancel(self, partner_payment_id: str, idempotency_key: str) -> dict[str, Any]:
+        status, doc = await self._call("POST", f"/v1/interop/payments/{quote(partner_payment_id, safe='')}/cancel",
+                                       {}, "pg-cx-" + idempotency_key)
+        if status != 200:
+            raise PartnerRefused(status, (doc or {}).get("code", "unknown"))
+        return doc
+
+    async def refund(self, partner_payment_id: str, amount: int, idempotency_key: str) -> dict[str, Any]:
+        status, doc = await self._call("POST", f"/v1/interop/payments/{quote(partner_payment_id, safe='')}/refunds",
+                                       {"amount": amount}, "pg-rf-" + idempotency_key)
+        if status != 201:
+            raise PartnerRefused(status, (doc or {}).get("code", "unknown"))
+        return doc
+
     async def reverse(self, payment_id: str) -> dict[str, Any]:
         status, doc = await self._call("POST", "/v1/interop/reversals", {"partner_ref": payment_id, "reason": "no answer"},
                                        "pg-rev-" + payment_id)

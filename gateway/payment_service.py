@@ -323,6 +323,9 @@ class PaymentService:
 
     async def cancel(self, caller: Caller, payment_id: str, body: payments.CancelRequest, idempotency_key: str, request_hash: str) -> Answer:
         record = await self._own_payment(caller, payment_id)
+        if _is_outbound(record):
+            return await self._outbound_adjust(caller, record, "cancel", 0, body.reason, body.store_id, body.terminal_id,
+                                               idempotency_key, request_hash)
         partition = keyspace.partition_of_payment(payment_id)
         now_ms = self.now_ms()
         keys = self._claim_keys(caller, idempotency_key) + self._batch_keys(caller, body.store_id, body.terminal_id) + [
@@ -339,6 +342,9 @@ class PaymentService:
 
     async def refund(self, caller: Caller, payment_id: str, body: payments.RefundRequest, idempotency_key: str, request_hash: str) -> Answer:
         record = await self._own_payment(caller, payment_id)
+        if _is_outbound(record):
+            return await self._outbound_adjust(caller, record, "refund", body.amount, body.reason, body.store_id,
+                                               body.terminal_id, idempotency_key, request_hash)
         partition = keyspace.partition_of_payment(payment_id)
         refund_id = "rf_" + self._token_hex(8)
         keys = self._claim_keys(caller, idempotency_key) + self._batch_keys(caller, body.store_id, body.terminal_id) + [
@@ -351,6 +357,46 @@ class PaymentService:
         ]
         reply = await self._run_for_member(record, "refund", keys, args)
         result = self._record(reply)
+        view = {"refund": payments.refund_view(json.loads(result["refund"])),
+                "payment": payments.payment_view(json.loads(result["payment"]))}
+        return Answer(201, payments.dumps(view), reply[0] == "replay", "refunded")
+
+    async def _outbound_adjust(self, caller: Caller, record: dict[str, str], kind: str, amount: int, reason: str,
+                               store_id: str, terminal_id: str, idempotency_key: str, request_hash: str) -> Answer:
+        """Cancel or refund a partner member's payment: the partner gives its member the
+        points back first (idempotent, keyed by our request), then our books follow."""
+        partner_id = record["account"].split(":", 1)[1]
+        client = self.partners.get(partner_id)
+        allowed = payments.allowed_from(Event.CANCEL) if kind == "cancel" else payments.allowed_from(Event.REFUND, Event.REFUND_ALL)
+        if record["state"] not in allowed.split():
+            raise Problem("invalid_state", f"the payment is {record['state']}")
+        if client is None:
+            raise Problem("storage_unavailable", f"no connection to {partner_id} is configured; retry later")
+        try:
+            if kind == "cancel":
+                answer = await client.cancel(record["partner_payment_id"], idempotency_key)
+                partner_points = answer.get("points", 0)
+            else:
+                answer = await client.refund(record["partner_payment_id"], amount, idempotency_key)
+                partner_points = answer["refund"]["points"]
+        except PartnerRefused as e:
+            problem = e.code if e.code in ("invalid_state", "cancel_window_closed", "refund_exceeds_payment") else "invalid_state"
+            raise Problem(problem, f"{partner_id} refused: {e.code}") from None
+        except PartnerError:
+            raise Problem("storage_unavailable", f"{partner_id} did not answer; retry with the same key") from None
+        payment_id = record["payment_id"]
+        partition = keyspace.partition_of_payment(payment_id)
+        now_ms = self.now_ms()
+        keys = self._claim_keys(caller, idempotency_key) + self._batch_keys(caller, store_id, terminal_id) + [
+            keyspace.payment_key(payment_id), keyspace.journal_key(partition), keyspace.entry_index_key(partition),
+            keyspace.refunds_key(payment_id)]
+        reply = await self.store.run("outbound_adjust", keys, [
+            NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms, caller.merchant_id, payment_id, kind, amount, allowed,
+            payments.business_day(now_ms, caller.time_zone, caller.business_day_cutoff), "rf_" + self._token_hex(8),
+            reason, partner_points])
+        result = self._record(reply)
+        if kind == "cancel":
+            return Answer(200, payments.dumps(payments.payment_view(result)), reply[0] == "replay", State.CANCELLED)
         view = {"refund": payments.refund_view(json.loads(result["refund"])),
                 "payment": payments.payment_view(json.loads(result["payment"]))}
         return Answer(201, payments.dumps(view), reply[0] == "replay", "refunded")
@@ -406,6 +452,11 @@ class PaymentService:
         if reply[0] not in ("done", "replay"):
             self._record(reply)
         return Answer(200, reply[1].encode(), reply[0] == "replay", "batch_closed")
+
+
+def _is_outbound(record: dict[str, str]) -> bool:
+    """A payment by a partner network's member at our merchant (no member of ours in it)."""
+    return not record.get("member_id") and record.get("account", "").startswith("partner:")
 
 
 def _partner_decision(partner: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:

@@ -293,7 +293,7 @@ def refund_view(refund: Mapping[str, str]) -> dict[str, Any]:
         "payment_id": refund["payment_id"],
         "amount": int(refund["amount"]),
         "points": int(refund["points"]),
-        "balance_after": int(refund["balance_after"]),
+        "balance_after": int(refund["balance_after"]) if refund.get("balance_after") not in (None, "") else None,
         "reason": refund["reason"],
         "created_at": dt.datetime.fromtimestamp(int(refund["created_ms"]) / 1000, dt.timezone.utc)
         .isoformat(timespec="milliseconds").replace("+00:00", "Z"),

@@ -162,3 +162,19 @@ async def test_books_balance_on_both_sides(networks):
         await gs25.pay(member.code(), 500)
     assert (await run_audit(networks.home.app[STORE])).clean
     assert (await run_audit(networks.taishin.app[STORE])).clean
+
+
+async def test_cancel_and_partial_refund_of_a_partner_members_payment(networks):
+    """GS25 refunds 400 of 1,000 KRW then cancels another sale: Taishin's member gets the TSP back at the original rate."""
+    gs25, member = await networks.home.terminal(), await taishin_member(networks, 1_000)
+    _, first, _ = await gs25.pay(member.code(), 1_000)
+    status, refund, _ = await gs25.send("POST", f"/v1/payments/{first['payment_id']}/refunds", {"amount": 400, **gs25.here()})
+    assert (201, "partially_refunded", None) == (status, refund["payment"]["status"], refund["refund"]["balance_after"])
+    after_refund = await networks.taishin.balance(member)
+    _, second, _ = await gs25.pay(member.code(), 1_000)
+    status, cancelled, _ = await gs25.send("POST", f"/v1/payments/{second['payment_id']}/cancel", gs25.here())
+    assert (200, "cancelled") == (status, cancelled["status"])
+    assert (976 + 9, 976 + 9) == (after_refund, await networks.taishin.balance(member))  # floor(24 x 400 / 1000) = 9 back
+    home = (await run_audit(networks.home.app[STORE])).totals_by_unit()["HMP"]
+    assert (-600, 600) == (home["partner:taishin"], home["merchant:gs25"])
+    assert (await run_audit(networks.taishin.app[STORE])).clean

@@ -477,16 +477,27 @@ async def _services(app: web.Application):
 OWED_REVERSALS_INTERVAL_S = 2.0  # how soon a partner that is back gets the reversals it is owed
 
 
-async def _partner_clients(app: web.Application):
-    """One HTTP session for all partner calls, a client per partner we hold a key for,
-    and the background task that sends the reversals partners are owed."""
+PARTNER_SESSION = web.AppKey("partner_session", aiohttp.ClientSession)
+
+
+async def connect_partners(app: web.Application) -> None:
+    """A client for every configured partner whose key we hold (again after `gateway partners set-key`)."""
     settings, service = app[SETTINGS], app[PAYMENTS]
     keys = PartnerKeys(app[STORE], app[TOKENS].keyring)
-    session = aiohttp.ClientSession()
     for partner in settings.partners:
         key = await keys.get(partner.id)
         if key is not None:
-            service.partners[partner.id] = PartnerClient(partner, settings.home_network.id, key[0], key[1], session)
+            service.partners[partner.id] = PartnerClient(partner, settings.home_network.id, key[0], key[1],
+                                                         app[PARTNER_SESSION])
+
+
+async def _partner_clients(app: web.Application):
+    """One HTTP session for all partner calls, a client per partner we hold a key for,
+    and the background task that sends the reversals partners are owed."""
+    service = app[PAYMENTS]
+    session = aiohttp.ClientSession()
+    app[PARTNER_SESSION] = session
+    await connect_partners(app)
 
     async def send_owed() -> None:
         while True:
@@ -496,10 +507,9 @@ async def _partner_clients(app: web.Application):
             except redis.exceptions.RedisError:
                 logging.getLogger("pointgate").warning("owed partner reversals: Redis unavailable; retrying")
 
-    task = asyncio.create_task(send_owed()) if service.partners else None
+    task = asyncio.create_task(send_owed())
     yield
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
     await session.close()

@@ -8,6 +8,8 @@
     gateway merchants create|add-store|add-terminal ...   register merchants, their stores and terminals
     gateway merchants issue-key|revoke-key ...            signing keys; a new secret is printed only once
     gateway merchants list|load-config                    show the registry; create what merchants.toml lists
+    gateway partners set-key ID KEY_ID SECRET   the key a partner network issued us (stored encrypted)
+    gateway partners list                       partners, their URLs and whether we hold their key
     gateway redis                 run the bundled Redis in the foreground (Ctrl-C stops it)
 
 Settings come from `config/` and `POINTGATE_*` variables (see README).
@@ -26,6 +28,7 @@ from gateway.audit import run_audit
 from gateway.embedded_redis import EmbeddedRedisError
 from gateway.keyring import KeyringError
 from gateway.merchants import MerchantRegistry
+from gateway.partners import PartnerKeys
 from gateway.serve import serve
 from gateway.runtime import open_runtime, redis_server
 from gateway.settings import SettingsError, load_settings
@@ -47,6 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     retire = key_commands.add_parser("retire", help="remove a key that no secret uses")
     retire.add_argument("key_id")
     merchants_cli.add_parser(commands)
+    partners = commands.add_parser("partners", help="partner networks and the keys they issued us")
+    partner_commands = partners.add_subparsers(dest="partners_command", required=True)
+    set_key = partner_commands.add_parser("set-key", help="store the key a partner network issued us")
+    set_key.add_argument("partner_id")
+    set_key.add_argument("key_id")
+    set_key.add_argument("secret", help="as issued (pgsk_...); or - to read it from standard input")
+    partner_commands.add_parser("list", help="configured partner networks")
     commands.add_parser("redis", help="run the bundled Redis in the foreground")
     args = parser.parse_args(argv)
     try:
@@ -78,20 +88,47 @@ async def _audit(settings, args) -> int:
     return 1
 
 
+async def _partners(settings, args) -> int:
+    async with open_runtime(settings) as rt:
+        keys = PartnerKeys(rt.store, rt.keyring)
+        if args.partners_command == "set-key":
+            if settings.partner(args.partner_id) is None:
+                print(f"partners: {args.partner_id} is not in partners.toml", file=sys.stderr)
+                return 1
+            secret = sys.stdin.readline().strip() if args.secret == "-" else args.secret
+            if not secret.startswith("pgsk_"):
+                print("partners: the secret is the pgsk_... string the partner issued", file=sys.stderr)
+                return 1
+            await keys.set(args.partner_id, args.key_id, secret)
+            print(f"partners: key {args.key_id} for {args.partner_id} stored encrypted; restart the gateway to use it")
+            return 0
+        for partner in settings.partners:
+            held = await keys.get(partner.id)
+            print(f"{partner.id}: {partner.base_url}, timeouts {partner.connect_timeout_s}+{partner.read_timeout_s} s, "
+                  f"at most {partner.concurrency_max} at once; our key: {held[0] if held else 'none (gateway partners set-key)'}")
+    return 0
+
+
 async def _keys(settings, args) -> int:
     async with open_runtime(settings) as rt:
         registry = MerchantRegistry(rt.store, rt.keyring)
+        partner_keys = PartnerKeys(rt.store, rt.keyring)
+        partner_ids = [p.id for p in settings.partners]
 
         async def in_use() -> dict[str, int]:
-            devices, merchants = await rt.tokens.keys_in_use(), await registry.keyring_keys_in_use()
-            return {k: devices.get(k, 0) + merchants.get(k, 0) for k in set(devices) | set(merchants)}
+            counts: dict[str, int] = {}
+            for part in (await rt.tokens.keys_in_use(), await registry.keyring_keys_in_use(),
+                         await partner_keys.keyring_keys_in_use(partner_ids)):
+                for k, n in part.items():
+                    counts[k] = counts.get(k, 0) + n
+            return counts
 
         if args.keys_command == "rotate":
             old = rt.keyring.active
             devices = await rt.tokens.rotate_keys()
-            merchant_keys = await registry.reencrypt_secrets()
+            merchant_keys = await registry.reencrypt_secrets() + await partner_keys.reencrypt(partner_ids)
             print(f"keys: active key {old} -> {rt.keyring.active}; re-encrypted {devices} device secret(s) "
-                  f"and {merchant_keys} merchant signing secret(s)")
+                  f"and {merchant_keys} merchant and partner key secret(s)")
         elif args.keys_command == "retire":
             count = (await in_use()).get(args.key_id, 0)
             if count:
@@ -122,7 +159,7 @@ def _run_redis(settings) -> int:
     return 0
 
 
-_COMMANDS = {"audit": _audit, "keys": _keys, "merchants": merchants_cli.run}
+_COMMANDS = {"audit": _audit, "keys": _keys, "merchants": merchants_cli.run, "partners": _partners}
 
 if __name__ == "__main__":
     sys.exit(main())

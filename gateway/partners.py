@@ -163,5 +163,25 @@ class PartnerKeys:
         return record["key_id"], self.keyring.decrypt(record["keyring_key_id"], record["secret"], _aad(partner_id)).decode()
 
 
+    async def reencrypt(self, partner_ids: list[str]) -> int:
+        """Re-encrypt every stored partner key under the keyring's active key (after a rotation)."""
+        changed = 0
+        for partner_id in partner_ids:
+            key = await self.get(partner_id)
+            record = await self.store.redis.hgetall(keyspace.partner_key_key(partner_id))
+            if key is not None and record["keyring_key_id"] != self.keyring.active:
+                await self.set(partner_id, *key)
+                changed += 1
+        return changed
+
+    async def keyring_keys_in_use(self, partner_ids: list[str]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for partner_id in partner_ids:
+            keyring_key_id = await self.store.redis.hget(keyspace.partner_key_key(partner_id), "keyring_key_id")
+            if keyring_key_id is not None:
+                counts[keyring_key_id] = counts.get(keyring_key_id, 0) + 1
+        return counts
+
+
 def _aad(partner_id: str) -> str:
     return f"pointgate:partner-key:{partner_id}"

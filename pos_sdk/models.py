@@ -47,6 +47,8 @@ class Payment:
     refunded_points: int
     created_at: str
     refunds: tuple[Refund, ...] = field(default=())
+    fx: Mapping[str, str] | None = None
+    """For a cross-border payment: the locked quote id and the rate (points per unit of the currency)."""
 
     @property
     def approved(self) -> bool:
@@ -54,10 +56,10 @@ class Payment:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> "Payment":
-        values = {name: doc[name] for name in cls.__slots__ if name not in ("decline", "refunds")}
+        values = {name: doc[name] for name in cls.__slots__ if name not in ("decline", "refunds", "fx")}
         decline = Decline(**doc["decline"]) if doc.get("decline") else None
         refunds = tuple(Refund.from_json(r) for r in doc.get("refunds", ()))
-        return cls(decline=decline, refunds=refunds, **values)
+        return cls(decline=decline, refunds=refunds, fx=dict(doc["fx"]) if doc.get("fx") else None, **values)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
     simulators demo                       the scripted story, with a readable summary (what `make demo` runs)
     simulators terminal --store ID ...    an interactive store terminal: scan or type codes, refund, batch close
     simulators load [--seconds N] ...     open-loop load with faults, end-of-run checks and a latency report
+    simulators partner [--fault slow] ... play Taishin, a partner network, as a separate service
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="simulators", description="pointgate simulators")
-    parser.add_argument("command", choices=["demo", "terminal", "load"])
+    parser.add_argument("command", choices=["demo", "terminal", "load", "partner"])
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
@@ -29,6 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from simulators import terminal
 
         return terminal.main(rest)
+    if args.command == "partner":
+        from simulators import partner
+
+        return partner.main(rest)
     from simulators import load
 
     return load.main(rest)

@@ -7,8 +7,10 @@ HTTP APIs, the POS SDK and the simulators):
 enrols two members' phones, credits points from Hana Card, pays at GS25 by
 scanning the phone's barcode image, refunds part of it, cancels another sale,
 survives a dropped answer (the SDK resolves it), refuses a replayed code,
-runs a short load with faults and its report, closes the terminal's batch,
-and runs `gateway audit`.
+closes the terminal's batch, pays across the border both ways with Taishin
+(a second pointgate under Taishin's configuration: our member at FamilyMart
+Taiwan, a Taishin member at GS25), runs a short load with faults and its
+report, and runs `gateway audit`.
 
 Every step records what was expected and what happened; the summary is
 printed and written to `var/demo/summary.json`, and the exit status is 0
@@ -19,6 +21,7 @@ load report are left in `var/demo/`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -26,16 +29,18 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
-from gateway.app import MERCHANTS, REDIS_URL, STORE, create_app
+from gateway.app import MERCHANTS, REDIS_URL, STORE, connect_partners, create_app
 from gateway.embedded_redis import free_port
 from gateway.settings import load_settings
 from pos_sdk import Declined
-from simulators import load
+from gateway.partners import PartnerKeys
+from simulators import load, partner
 from simulators.fault_proxy import Fault, FaultProxy
 from simulators.phone import Phone
 from simulators.terminal import StoreTerminal, load_profiles
@@ -66,26 +71,85 @@ class Story:
 
 
 async def tell(story: Story) -> None:
+    port, taishin_port = free_port(), free_port()
     settings = load_settings(data_dir=str(DEMO_DIR / "redis"), keyring_path=str(DEMO_DIR / "keyring.json"), redis_url="")
+    settings = dataclasses.replace(settings, partners=tuple(
+        dataclasses.replace(p, base_url=f"http://127.0.0.1:{taishin_port}") if p.id == "taishin" else p
+        for p in settings.partners))
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     base_url = f"http://127.0.0.1:{port}"
     print(f"pointgate demo: gateway at {base_url}, Redis {app[REDIS_URL]}, data in {DEMO_DIR}/\n", flush=True)
+    taishin = None
     try:
         registry = app[MERCHANTS]
         await registry.load_config(settings)
+        taishin = await partner.start(DEMO_DIR / "taishin", base_url, port=taishin_port)
+        await exchange_keys(app, taishin)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-            await at_the_store(story, base_url, registry, session)
+            minji, gs25_key = await at_the_store(story, base_url, registry, session)
+            await across_borders(story, base_url, gs25_key, minji, taishin)
             await under_load(story, base_url, app)
         await audit(story, app[REDIS_URL], settings.keyring_path)
     finally:
+        if taishin is not None:
+            await taishin.close()
         await runner.cleanup()
 
 
-async def at_the_store(story: Story, base_url: str, registry, session: aiohttp.ClientSession) -> None:
+async def exchange_keys(app, taishin: partner.PartnerNetwork) -> None:
+    """Each network issues the other a signing key and stores the one it was given."""
+    for_taishin = await app[MERCHANTS].issue_key("taishin")
+    await taishin.use_home_key(for_taishin.key_id, for_taishin.secret)
+    await PartnerKeys(app[STORE], app[MERCHANTS].keyring).set("taishin", *await taishin.issue_key_for_home())
+    await connect_partners(app)
+
+
+async def across_borders(story: Story, base_url: str, gs25_key, minji: Phone, taishin: partner.PartnerNetwork) -> None:
+    before = (await minji.balance()).available
+    fm_key = await taishin.app[MERCHANTS].issue_key("familymart-tw")
+    familymart = StoreTerminal.open(load_profiles()["fm-taipei-101/t1"], base_url=taishin.url, key_id=fm_key.key_id,
+                                    secret=fm_key.secret, journal_path=str(DEMO_DIR / "fm-taipei-101-t1.sqlite3"),
+                                    language="en")
+    try:
+        sale = await familymart.sell(100, png=Phone.render_png(minji.next_code(time.time()), "qr"))
+        (DEMO_DIR / "receipt-familymart.txt").write_text(sale.receipt)
+    finally:
+        await familymart.close()
+    spent = before - (await minji.balance()).available
+    story.check(
+        "Minji pays 100 TWD at FamilyMart Taipei 101 with the same app (Taishin forwards her code to us)",
+        "approved; ceil(100 TWD x 43.12 x 1.005) = 4,334 points debited at a locked quote",
+        f"{sale.payment.status} at Taishin; {spent:,} points debited here",
+        sale.payment.approved and spent == 4_334,
+    )
+
+    wen = await Phone.enrol(taishin.url)
+    card = await taishin.app[MERCHANTS].issue_key("taishin-card")
+    async with aiohttp.ClientSession() as taishin_session:
+        await load.credit_member(taishin_session, taishin.url, (card.key_id, card.secret), wen.member_id, 500, "TS-CARD-0001",
+                                  affiliate_id="taishin-card")
+    gs25 = StoreTerminal.open(load_profiles()["gs25-hongdae-02/t1"], base_url=base_url, key_id=gs25_key.key_id,
+                              secret=gs25_key.secret, journal_path=str(DEMO_DIR / "gs25-hongdae-02-t1.sqlite3"))
+    try:
+        visit = await gs25.sell(1_000, png=Phone.render_png(wen.next_code(time.time())))
+        (DEMO_DIR / "receipt-gs25-taishin-member.txt").write_text(visit.receipt)
+    finally:
+        await gs25.close()
+    wen_left = (await wen.balance()).available
+    story.check(
+        "Wen, a Taishin member, pays 1,000 KRW at GS25 Hongdae with her Taishin code",
+        "approved; Taishin debits her ceil(1,000 KRW x 1.005 / 43.12) = 24 TSP",
+        f"{visit.payment.status}; Taishin's rate {Decimal(visit.payment.fx['rate']) if visit.payment.fx else 0:.6f} TSP per KRW; "
+        f"her Taishin balance {wen_left} TSP",
+        visit.payment.approved and wen_left == 476,
+    )
+
+
+async def at_the_store(story: Story, base_url: str, registry, session: aiohttp.ClientSession):
+    """Domestic payments at GS25 Gangnam; returns Minji's phone and GS25's key (its terminals share it)."""
     minji, jun = await Phone.enrol(base_url), await Phone.enrol(base_url)
     minji.save(DEMO_DIR / "phone-minji.json")
     story.check(
@@ -174,6 +238,7 @@ async def at_the_store(story: Story, base_url: str, registry, session: aiohttp.C
     finally:
         await terminal.close()
         await proxy.close()
+    return minji, gs25
 
 
 async def under_load(story: Story, base_url: str, app) -> None:

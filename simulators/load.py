@@ -973,14 +973,14 @@ async def _read_json(response: aiohttp.ClientResponse) -> Any:
 
 
 async def credit_member(session: aiohttp.ClientSession, base_url: str, key: tuple[str, str], member_id: str,
-                        points: int, affiliate_ref: str) -> dict[str, Any]:
+                        points: int, affiliate_ref: str, affiliate_id: str = AFFILIATE_ID) -> dict[str, Any]:
     """POST /v1/earnings signed as the affiliate; an unanswered attempt is sent again with its key."""
     body = json.dumps({"member_id": member_id, "points": points, "affiliate_ref": affiliate_ref},
                       separators=(",", ":")).encode()
     idempotency_key = "ld-earn-" + affiliate_ref
     problem: Any = None
     for attempt in range(SETUP_ATTEMPTS_MAX):
-        headers = signature_headers(key[1], "POST", EARNINGS_PATH, body, AFFILIATE_ID, key[0], int(time.time()),
+        headers = signature_headers(key[1], "POST", EARNINGS_PATH, body, affiliate_id, key[0], int(time.time()),
                                     secrets.token_hex(16))
         headers |= {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
         try:

@@ -305,7 +305,17 @@ def receipt_data(profile: StoreProfile, payment: Payment, refund: Refund | None 
         status=payment.status, amount=payment.amount, currency=payment.currency, points_used=payment.points,  # type: ignore[arg-type]
         balance_after=refund.balance_after if refund else payment.balance_after,
         refund_amount=refund.amount if refund else None,
+        # A cross-border payment: the member's own network debited them at this locked rate.
+        fx_rate=f"{_rate_display(payment.fx['rate'])} points per {payment.currency}" if payment.fx else None,
+        partner_network="member's home network" if payment.fx else None,
     )
+
+
+def _rate_display(rate: str) -> str:
+    """A locked rate for the receipt: six significant digits (the exact rate stays in the record)."""
+    from decimal import Context, Decimal
+
+    return format(Context(prec=6).create_decimal(Decimal(rate)), "f")
 
 
 # -- the terminal -----------------------------------------------------------------

@@ -468,3 +468,34 @@ def test_keys_rotate_reencrypts_merchant_secrets_too(redis_server, settings, mon
     assert 0 == cli.main(["keys", "rotate"])
     assert 0 == cli.main(["keys", "retire", "k1"])
     assert issued.secret == _asyncio.run(secret_now())
+
+
+def test_partner_key_is_stored_encrypted_and_survives_rotation(redis_server, settings, monkeypatch, capsys):
+    """`gateway partners set-key` stores the partner's key encrypted; rotation and retiring k1 keep it readable."""
+    import asyncio as _asyncio
+
+    from gateway import cli, keyspace
+    from gateway.keyring import Keyring
+    from gateway.partners import PartnerKeys
+    from gateway.store import Store, connect
+
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("POINTGATE_KEYRING_PATH", settings.keyring_path)
+    secret = "pgsk_" + "Q" * 43
+
+    async def stored():
+        store = Store(connect(redis_server.url, 5))
+        record = await store.redis.hgetall(keyspace.partner_key_key("taishin"))
+        key = await PartnerKeys(store, Keyring.load(settings.keyring_path)).get("taishin")
+        await store.close()
+        return record, key
+
+    assert 0 == cli.main(["partners", "set-key", "taishin", "hana-k1", secret])
+    record, _ = _asyncio.run(stored())
+    assert secret not in str(record)
+    assert 0 == cli.main(["keys", "rotate"])
+    assert 0 == cli.main(["keys", "retire", "k1"])
+    assert 0 == cli.main(["partners", "list"])
+    record, key = _asyncio.run(stored())
+    assert (("hana-k1", secret), "k2") == (key, record["keyring_key_id"])
+    assert "our key: hana-k1" in capsys.readouterr().out

@@ -10,6 +10,7 @@
     gateway merchants list|load-config                    show the registry; create what merchants.toml lists
     gateway partners set-key ID KEY_ID SECRET   the key a partner network issued us (stored encrypted)
     gateway partners list                       partners, their URLs and whether we hold their key
+    gateway fx show | set FILE | reset          exchange rates: the current table; replace it at run time
     gateway redis                 run the bundled Redis in the foreground (Ctrl-C stops it)
 
 Settings come from `config/` and `POINTGATE_*` variables (see README).
@@ -19,11 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import tomllib
 import signal
 import sys
 from typing import Sequence
 
 from gateway import merchants_cli
+from gateway import fx, keyspace
 from gateway.audit import run_audit
 from gateway.embedded_redis import EmbeddedRedisError
 from gateway.keyring import KeyringError
@@ -57,6 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_key.add_argument("key_id")
     set_key.add_argument("secret", help="as issued (pgsk_...); or - to read it from standard input")
     partner_commands.add_parser("list", help="configured partner networks")
+    fx_parser = commands.add_parser("fx", help="exchange rates")
+    fx_commands = fx_parser.add_subparsers(dest="fx_command", required=True)
+    fx_commands.add_parser("show", help="the rates in force")
+    fx_set = fx_commands.add_parser("set", help="replace the rates at run time from a TOML file like config/fx.toml")
+    fx_set.add_argument("file")
+    fx_commands.add_parser("reset", help="go back to config/fx.toml")
     commands.add_parser("redis", help="run the bundled Redis in the foreground")
     args = parser.parse_args(argv)
     try:
@@ -106,6 +116,32 @@ async def _partners(settings, args) -> int:
             held = await keys.get(partner.id)
             print(f"{partner.id}: {partner.base_url}, timeouts {partner.connect_timeout_s}+{partner.read_timeout_s} s, "
                   f"at most {partner.concurrency_max} at once; our key: {held[0] if held else 'none (gateway partners set-key)'}")
+    return 0
+
+
+async def _fx(settings, args) -> int:
+    async with open_runtime(settings) as rt:
+        if args.fx_command == "set":
+            try:
+                with open(args.file, "rb") as f:
+                    doc = tomllib.load(f)
+                fx.RateTable.from_toml(doc)
+            except (OSError, tomllib.TOMLDecodeError) as e:
+                print(f"fx: cannot read {args.file}: {e}", file=sys.stderr)
+                return 1
+            except fx.FxError as e:
+                print(f"fx: {e.message}", file=sys.stderr)
+                return 1
+            await rt.store.redis.set(keyspace.FX_TABLE_KEY, json.dumps(doc))
+            print(f"fx: {len(doc.get('rate', []))} rate(s) in force; every gateway uses them within 5 s")
+        elif args.fx_command == "reset":
+            await rt.store.redis.delete(keyspace.FX_TABLE_KEY)
+            print("fx: back to config/fx.toml")
+        text = await rt.store.redis.get(keyspace.FX_TABLE_KEY)
+        doc = json.loads(text) if text else settings.fx
+        source = "set by an operator" if text else "config/fx.toml"
+        for rate in fx.RateTable.from_toml(doc or {}).rates:
+            print(f"  {rate.base}/{rate.quote}: mid {rate.mid}, spread {rate.spread_bp} bp ({source})")
     return 0
 
 
@@ -159,7 +195,7 @@ def _run_redis(settings) -> int:
     return 0
 
 
-_COMMANDS = {"audit": _audit, "keys": _keys, "merchants": merchants_cli.run, "partners": _partners}
+_COMMANDS = {"fx": _fx, "audit": _audit, "keys": _keys, "merchants": merchants_cli.run, "partners": _partners}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -196,3 +196,7 @@ def partner_key_key(partner_id: str) -> str:
 def partner_reversals_key(partner_id: str) -> str:
     """Set: our payment ids whose reversal at the partner is still owed (sent by a background task)."""
     return f"{PREFIX}:partner:{{{partner_id}}}:reversals"
+
+
+FX_TABLE_KEY = f"{PREFIX}:fx:table"
+"""String: the operator's current rate table (the rates of fx.toml as JSON); absent: fx.toml's."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -24,6 +25,7 @@ from gateway.signing import NONCE_TTL_S
 from gateway.store import Store
 from gateway.tokens import Outcome, TokenService
 
+RATES_CACHE_S = 5.0  # a new rate table reaches every process within 5 s
 INTEROP_STORE = "interop"
 """Store and terminal id of payments a partner network sends: its own merchants are its business."""
 IDEMPOTENCY_TTL_S = 72 * 3600  # keys are kept at least 48 h (the API promise), plus a day of margin
@@ -76,7 +78,8 @@ class PaymentService:
         self.tokens = tokens
         self.settings = settings
         self.home = settings.home_network
-        self.rates = fx.RateTable.from_toml(settings.fx or {})
+        self.configured_rates = fx.RateTable.from_toml(settings.fx or {})
+        self._rates: tuple[fx.RateTable, float] | None = None
         self.partners: dict[str, PartnerClient] = {}
         """Outbound clients by partner network id, set up by the app with the keys partners issued us."""
         self.now_ms = now_ms
@@ -124,7 +127,7 @@ class PaymentService:
             raise Problem("currency_mismatch", f"{caller.merchant_id} settles in {caller.currency}, not {sale.currency}")
         now_ms = self.now_ms()
         try:
-            quote = fx.quote(self.rates, sale.currency, self.home.currency, "q_" + self._token_hex(8), now_ms)
+            quote = fx.quote(await self.rates(), sale.currency, self.home.currency, "q_" + self._token_hex(8), now_ms)
         except fx.FxError as e:
             raise Problem("currency_not_supported", e.message) from None
         try:
@@ -136,6 +139,17 @@ class PaymentService:
         return await self._authorise(
             caller, sale.code, sale.amount, sale.currency, points, sale.partner_ref, INTEROP_STORE, INTEROP_STORE, "",
             f"partner:{caller.merchant_id}", quote, idempotency_key, request_hash, now_ms)
+
+    async def rates(self) -> fx.RateTable:
+        """The operator's current rates (`gateway fx set`), re-read at most every RATES_CACHE_S;
+        fx.toml's until an operator sets any. A quote keeps the rate it was made with."""
+        now = time.monotonic()
+        if self._rates is not None and now - self._rates[1] < RATES_CACHE_S:
+            return self._rates[0]
+        text = await self.store.redis.get(keyspace.FX_TABLE_KEY)
+        table = self.configured_rates if text is None else fx.RateTable.from_toml(json.loads(text))
+        self._rates = (table, now)
+        return table
 
     async def _authorise(self, caller: Caller, code_text: str, amount: int, currency: str, points: int, order_ref: str,
                          store_id: str, terminal_id: str, decline: str, account: str, quote: "fx.Quote | None",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
@@ -124,3 +125,24 @@ async def test_a_partner_added_in_configuration_only_works(thai_gateway):
     status, payment, _ = await interop_pay(siam, member.code(), 10_000, "SIAM-0001", currency="THB")
     # 100.00 THB at mid 38.90 with 60 bp: ceil(100 x 39.1334) = 3,914 points.
     assert (201, "approved", 3_914) == (status, payment["status"], payment["points"])
+
+
+async def test_operator_replaces_rates_at_run_time(gateway, redis_server, tmp_path, monkeypatch, capsys):
+    """`gateway fx set` changes the rate of the next payment; a payment already made keeps its rate for refunds."""
+    from gateway import cli
+    from gateway.app import PAYMENTS
+
+    taishin, member = await partner(gateway), await gateway.member(points=20_000)
+    _, before, _ = await interop_pay(taishin, member.code(), 100, "TS-FX-1")
+    (tmp_path / "fx.toml").write_text('[[rate]]\nbase = "TWD"\nquote = "KRW"\nmid = "50"\nspread_bp = 0\n')
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("POINTGATE_KEYRING_PATH", str(tmp_path / "cli-keyring.json"))
+    assert 0 == await asyncio.to_thread(cli.main, ["fx", "set", str(tmp_path / "fx.toml")])
+    gateway.app[PAYMENTS]._rates = None  # this process's 5 s cache, skipped rather than waited for
+    _, after, _ = await interop_pay(taishin, member.code(), 100, "TS-FX-2")
+    _, refund, _ = await taishin.send("POST", f"/v1/interop/payments/{before['payment_id']}/refunds", {"amount": 100})
+    assert (4_334, 5_000, "50", 4_334) == (before["points"], after["points"], after["fx"]["rate"], refund["refund"]["points"])
+    assert "TWD/KRW: mid 50, spread 0 bp (set by an operator)" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rate]]\nbase = "TWD"\nquote = "KRW"\nmid = "-1"\nspread_bp = 0\n')
+    assert 1 == await asyncio.to_thread(cli.main, ["fx", "set", str(bad)])

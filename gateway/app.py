@@ -26,7 +26,7 @@ from aiohttp import web
 from gateway import payments, render, signing
 from gateway.keyring import Keyring
 from gateway.ledger import Ledger
-from gateway.members import Bearer, EarningRequest, MemberService
+from gateway.members import Bearer, EarningRequest, Exchanges, ExchangeRequest, InboundExchangeRequest, MemberService
 from gateway.merchants import MerchantRegistry
 from gateway.partners import PartnerClient, PartnerKeys
 from gateway.metrics import Metrics
@@ -47,6 +47,7 @@ MERCHANTS = web.AppKey("merchants", MerchantRegistry)
 TOKENS = web.AppKey("tokens", TokenService)
 METRICS = web.AppKey("metrics", Metrics)
 MEMBERS = web.AppKey("members", MemberService)
+EXCHANGES = web.AppKey("exchanges", Exchanges)
 
 class EnrolRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Enrolment takes no fields yet; unknown ones are refused like everywhere else."""
@@ -377,6 +378,32 @@ async def interop_reversal(request: web.Request) -> web.Response:
     return respond(request, await request.app[PAYMENTS].reverse(caller, reversal, key, digest))
 
 
+
+async def create_exchange(request: web.Request) -> web.Response:
+    bearer = await _bearer(request)
+    body = decode(await request.read(), ExchangeRequest, request)
+    status, record = await request.app[EXCHANGES].send(bearer, request.match_info["member_id"], body, idempotency_key(request))
+    request[OUTCOME] = record["state"]
+    return _json(record, status)
+
+
+async def get_exchange(request: web.Request) -> web.Response:
+    bearer = await _bearer(request)
+    return _json(await request.app[EXCHANGES].get(bearer, request.match_info["member_id"], request.match_info["exchange_id"]))
+
+
+async def interop_receive_exchange(request: web.Request) -> web.Response:
+    caller, body, _key, _digest, _ = await signed_write(request, InboundExchangeRequest, role="partner")
+    await request.app[PAYMENTS].burn_nonce(caller)
+    return _json(await request.app[EXCHANGES].receive(caller, body), 201)
+
+
+async def interop_find_exchange(request: web.Request) -> web.Response:
+    caller = await authenticate(request, await request.read(), role="partner")
+    await request.app[PAYMENTS].burn_nonce(caller)
+    return _json(await request.app[EXCHANGES].find_received(caller, request.query.get("exchange_ref", "")))
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -422,6 +449,10 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("POST", "/v1/interop/payments/{payment_id}/cancel", interop_cancel),
     ("POST", "/v1/interop/payments/{payment_id}/refunds", interop_refund),
     ("POST", "/v1/interop/reversals", interop_reversal),
+    ("POST", "/v1/interop/exchanges", interop_receive_exchange),
+    ("GET", "/v1/interop/exchanges", interop_find_exchange),
+    ("POST", "/v1/members/{member_id}/exchanges", create_exchange),
+    ("GET", "/v1/members/{member_id}/exchanges/{exchange_id}", get_exchange),
     ("GET", "/healthz", healthz),
     ("GET", "/readyz", readyz),
     ("GET", "/metrics", metrics),
@@ -471,6 +502,7 @@ async def _services(app: web.Application):
     app[TERMINALS] = TerminalCache(registry)
     app[PAYMENTS] = PaymentService(store, tokens, settings)
     app[MEMBERS] = MemberService(store, tokens, settings)
+    app[EXCHANGES] = Exchanges(store, tokens, settings, app[PAYMENTS])
     yield
 
 
@@ -504,6 +536,7 @@ async def _partner_clients(app: web.Application):
             await asyncio.sleep(OWED_REVERSALS_INTERVAL_S)
             try:
                 await service.send_owed_reversals()
+                await app[EXCHANGES].resolve_pending()
             except redis.exceptions.RedisError:
                 logging.getLogger("pointgate").warning("owed partner reversals: Redis unavailable; retrying")
 

@@ -200,3 +200,18 @@ def partner_reversals_key(partner_id: str) -> str:
 
 FX_TABLE_KEY = f"{PREFIX}:fx:table"
 """String: the operator's current rate table (the rates of fx.toml as JSON); absent: fx.toml's."""
+
+
+def exchange_key(partition: int, exchange_id: str) -> str:
+    """String: JSON of one points exchange a member sent to a partner network (state, points, quote)."""
+    return f"{PREFIX}:{partition_tag(partition)}:exchange:{exchange_id}"
+
+
+def inbound_exchange_key(partner_id: str, exchange_ref: str) -> str:
+    """String: JSON of the credit a partner's exchange reference gave our member (its replayed answer)."""
+    return f"{PREFIX}:{merchant_tag(partner_id)}:xin:{exchange_ref}"
+
+
+def partner_exchanges_key(partner_id: str) -> str:
+    """Set: `<member_id>/<exchange_id>` of exchanges whose outcome at the partner is still unknown."""
+    return f"{PREFIX}:partner:{{{partner_id}}}:exchanges"

@@ -36,6 +36,22 @@ CODES_PER_FETCH_MAX = 5  # Alipay+ multi-code fetch hands out a few; more would 
 DEVICES_PER_MEMBER_MAX = 5
 
 
+class ExchangeRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Send points to the member's account at a partner network, at the published rate."""
+
+    partner: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")]
+    partner_member_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    points: payments.Amount
+
+
+class InboundExchangeRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A partner network credits one of our members with points its member exchanged."""
+
+    member_id: Annotated[str, msgspec.Meta(pattern=MEMBER_ID_RE.pattern)]
+    points: payments.Amount
+    exchange_ref: payments.OrderRef
+
+
 class EarningRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     member_id: Annotated[str, msgspec.Meta(pattern=MEMBER_ID_RE.pattern)]
     points: payments.Amount
@@ -184,3 +200,153 @@ class MemberService:
                 "balance_after": int(record["balance_after"]), "affiliate_id": record["affiliate_id"],
                 "affiliate_ref": record["affiliate_ref"], "created_at": _iso(int(record["created_ms"]))}
         return payments.dumps(view), reply[0] == "replay"
+
+
+# -- points exchange ------------------------------------------------------------
+
+
+class Exchanges:
+    """Points exchange with partner networks, both ways, two-phase on our side.
+
+    Out (our member -> partner): hold the points, ask the partner to credit its
+    member, post the hold to the partner's clearing account on success, void it
+    on a definite refusal. An unknown outcome keeps the hold and is resolved in
+    the background (lookup, then the same idempotent credit again), so the
+    points are never both debited here and missing there.
+    In (partner -> our member): credit once per exchange reference.
+    """
+
+    def __init__(self, store: Store, tokens: TokenService, settings: Settings, payments_service: Any,
+                 now_ms: Callable[[], int] = wall_ms, token_hex: Callable[[int], str] = secrets.token_hex) -> None:
+        self.store, self.tokens, self.settings = store, tokens, settings
+        self.payments = payments_service
+        self.now_ms, self._token_hex = now_ms, token_hex
+
+    async def send(self, bearer: Bearer, member_id: str, request: ExchangeRequest, idempotency_key: str) -> tuple[int, dict[str, Any]]:
+        MemberService._own(bearer, member_id)
+        from gateway import fx
+        from gateway.ledger import InsufficientPoints, LedgerError
+        from gateway.partners import PartnerError, PartnerRefused
+
+        client = self.payments.partners.get(request.partner)
+        network = self.settings.network(request.partner)
+        if client is None or network is None:
+            raise Problem("exchange_unavailable", f"exchanges with {request.partner} are not available")
+        partition = keyspace.partition_of_member(member_id)
+        exchange_id = "ex_" + hashlib.sha256(f"{member_id}:{idempotency_key}".encode()).hexdigest()[:16]
+        record_key = keyspace.exchange_key(partition, exchange_id)
+        stored = await self.store.redis.get(record_key)
+        if stored is not None:
+            record = json.loads(stored)
+            if record["state"] != "pending":
+                return (201 if record["state"] == "completed" else 409), record
+        else:
+            now_ms = self.now_ms()
+            quote = fx.quote(await self.payments.rates(), network.currency, self.tokens.home.currency,
+                             "q_" + self._token_hex(8), now_ms)
+            received = fx.exchange_points(request.points, quote, paid_unit_exponent=0, received_unit_exponent=0)
+            if received <= 0:
+                raise Problem("invalid_request", "too few points to exchange for one partner point")
+            record = {"exchange_id": exchange_id, "member_id": member_id, "partner": request.partner,
+                      "partner_member_id": request.partner_member_id, "points": request.points, "received": received,
+                      "received_unit": network.points_unit, "quote_id": quote.quote_id, "rate": str(quote.rate),
+                      "state": "pending", "created_at": _iso(now_ms)}
+            if not await self.store.redis.set(record_key, json.dumps(record), nx=True):
+                record = json.loads(await self.store.redis.get(record_key))
+            try:
+                await self.tokens.ledger.hold(member_id, request.points, exchange_id, "hold:" + exchange_id,
+                                              self.tokens.home.points_unit, kind="exchange_hold",
+                                              meta={"partner": request.partner, "exchange_id": exchange_id})
+            except InsufficientPoints:
+                await self._finish(record_key, record, "refused", reason="insufficient_points")
+                raise Problem("insufficient_points_for_exchange") from None
+            except LedgerError as e:
+                if e.code != "hold_exists":
+                    raise
+        try:
+            answer = await client.credit_exchange(exchange_id, record["partner_member_id"], record["received"])
+        except PartnerRefused as e:
+            await self.tokens.ledger.void(member_id, exchange_id, "void:" + exchange_id, kind="exchange_void")
+            record = await self._finish(record_key, record, "refused", reason=e.code)
+            return 409, record
+        except PartnerError:
+            await self.store.redis.sadd(keyspace.partner_exchanges_key(request.partner), f"{member_id}/{exchange_id}")
+            return 202, record
+        return 201, await self._complete(record_key, record, answer)
+
+    async def _complete(self, record_key: str, record: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+        from gateway.ledger import LedgerError
+
+        try:
+            await self.tokens.ledger.post(record["member_id"], record["exchange_id"], f"partner:{record['partner']}",
+                                          "post:" + record["exchange_id"], kind="exchange_post",
+                                          meta={"partner": record["partner"], "received": record["received"]})
+        except LedgerError as e:
+            if e.code != "hold_posted":
+                raise
+        return await self._finish(record_key, record, "completed", partner_credit=answer.get("credit_id", ""))
+
+    async def _finish(self, record_key: str, record: dict[str, Any], state: str, **extra: Any) -> dict[str, Any]:
+        record = {**record, "state": state, **extra}
+        await self.store.redis.set(record_key, json.dumps(record))
+        return record
+
+    async def resolve_pending(self) -> int:
+        """Settle exchanges whose answer was lost: ask the partner, credit again (idempotent), then post."""
+        from gateway.partners import PartnerError, PartnerRefused
+
+        settled = 0
+        for partner_id, client in self.payments.partners.items():
+            for item in await self.store.redis.smembers(keyspace.partner_exchanges_key(partner_id)):
+                member_id, exchange_id = item.split("/", 1)
+                record_key = keyspace.exchange_key(keyspace.partition_of_member(member_id), exchange_id)
+                record = json.loads(await self.store.redis.get(record_key))
+                try:
+                    answer = await client.find_exchange(exchange_id) or await client.credit_exchange(
+                        exchange_id, record["partner_member_id"], record["received"])
+                except PartnerRefused as e:
+                    await self.tokens.ledger.void(member_id, exchange_id, "void:" + exchange_id, kind="exchange_void")
+                    await self._finish(record_key, record, "refused", reason=e.code)
+                except PartnerError:
+                    break
+                else:
+                    await self._complete(record_key, record, answer)
+                await self.store.redis.srem(keyspace.partner_exchanges_key(partner_id), item)
+                settled += 1
+        return settled
+
+    async def receive(self, caller: Any, request: InboundExchangeRequest) -> dict[str, Any]:
+        """A partner credits our member; once per exchange reference, the same answer every time."""
+        from gateway.ledger import UnknownMember
+
+        key = keyspace.inbound_exchange_key(caller.merchant_id, request.exchange_ref)
+        stored = await self.store.redis.get(key)
+        if stored is not None:
+            return json.loads(stored)
+        try:
+            await self.tokens.ledger.credit(
+                request.member_id, request.points, f"partner:{caller.merchant_id}",
+                f"xin:{caller.merchant_id}:{request.exchange_ref}", self.tokens.home.points_unit,
+                kind="exchange_in", meta={"partner": caller.merchant_id, "exchange_ref": request.exchange_ref})
+        except UnknownMember:
+            raise Problem("member_not_found") from None
+        answer = {"credit_id": f"xin_{request.exchange_ref}", "exchange_ref": request.exchange_ref,
+                  "member_id": request.member_id, "points": request.points, "credited_at": _iso(self.now_ms())}
+        if not await self.store.redis.set(key, json.dumps(answer), nx=True):
+            return json.loads(await self.store.redis.get(key))
+        return answer
+
+    async def get(self, bearer: Bearer, member_id: str, exchange_id: str) -> dict[str, Any]:
+        MemberService._own(bearer, member_id)
+        if not re.fullmatch(r"ex_[0-9a-f]{16}", exchange_id):
+            raise Problem("exchange_not_found")
+        stored = await self.store.redis.get(keyspace.exchange_key(keyspace.partition_of_member(member_id), exchange_id))
+        if stored is None:
+            raise Problem("exchange_not_found")
+        return json.loads(stored)
+
+    async def find_received(self, caller: Any, exchange_ref: str) -> dict[str, Any]:
+        stored = await self.store.redis.get(keyspace.inbound_exchange_key(caller.merchant_id, exchange_ref))
+        if stored is None:
+            raise Problem("exchange_not_found")
+        return json.loads(stored)

@@ -142,6 +142,29 @@ class Earning(msgspec.Struct):
     created_at: str
 
 
+class Exchange(msgspec.Struct):
+    exchange_id: str
+    member_id: str
+    partner: str
+    partner_member_id: str
+    points: int
+    received: int
+    received_unit: str
+    quote_id: str
+    rate: str
+    state: str
+    """pending (the partner's answer is awaited), completed or refused (the points are back)."""
+    created_at: str
+
+
+class ExchangeCredit(msgspec.Struct):
+    credit_id: str
+    exchange_ref: str
+    member_id: str
+    points: int
+    credited_at: str
+
+
 class ProblemDetails(msgspec.Struct):
     type: str
     title: str
@@ -178,6 +201,11 @@ _ENROLMENT = {"member_id": "m62275aed6dc14cb", "token": "pgmt_622_" + "A" * 43,
               "token_expires_at": "2026-12-31T03:14:15.926Z", "device": _DEVICE}
 _CODE = {"code": "941011204556220379817093", "step": 59_999_999, "seq": 0,
          "refresh_at": "2026-12-01T03:14:30.000Z", "expires_at": "2026-12-01T03:15:00.000Z"}
+_EXCHANGE = {"exchange_id": "ex_3f9a1c0d5e7b2a46", "member_id": "m62275aed6dc14cb", "partner": "taishin",
+             "partner_member_id": "m108a1b2c3d4e5f6", "points": 10000, "received": 230, "received_unit": "TSP",
+             "quote_id": "q_9c1e5b2d4f60a8e1", "rate": "43.3356", "state": "completed", "created_at": "2026-12-01T03:14:15.926Z"}
+_CREDIT = {"credit_id": "xin_ex_3f9a1c0d5e7b2a46", "exchange_ref": "ex_3f9a1c0d5e7b2a46", "member_id": "m62275aed6dc14cb",
+           "points": 230, "credited_at": "2026-12-01T03:14:16.100Z"}
 _EARNING = {"earning_id": "earn_5c0f2a9d11e4b7a3", "member_id": "m62275aed6dc14cb", "points": 12000, "balance_after": 12000,
             "affiliate_id": "hana-card", "affiliate_ref": "CARD-2026-11-CASHBACK-0001", "created_at": "2026-12-01T03:14:15.926Z"}
 MERCHANT_HEADERS = [
@@ -239,6 +267,17 @@ OPERATIONS: tuple[tuple[str, str, str, type | None, int, type, Any, tuple[str, .
      "InteropReversalRequest", 200, ReversalResult,
      {"reversed": {"order_ref": "TS-FM-20261201-0007", "outcome": "reversed", "payment": dict(_INTEROP, status="reversed")}},
      ("invalid_request", "idempotency_key_missing", "idempotency_mismatch", "idempotency_in_progress", "forbidden")),
+    ("post", "/v1/interop/exchanges", "A partner credits one of our members with points its member exchanged",
+     "InboundExchangeRequest", 201, ExchangeCredit, {"credited": _CREDIT},
+     ("invalid_json", "invalid_request", "forbidden", "member_not_found")),
+    ("get", "/v1/interop/exchanges", "A partner looks up its exchange credit by its reference", None, 200,
+     ExchangeCredit, {"found": _CREDIT}, ("forbidden", "exchange_not_found")),
+    ("post", "/v1/members/{member_id}/exchanges", "Exchange points to the member's account at a partner network",
+     "ExchangeRequest", 201, Exchange, {"completed": _EXCHANGE},
+     ("invalid_json", "invalid_request", "idempotency_key_missing", "member_not_found", "exchange_unavailable",
+      "insufficient_points_for_exchange")),
+    ("get", "/v1/members/{member_id}/exchanges/{exchange_id}", "One exchange (poll a pending one)", None, 200, Exchange,
+     {"pending": dict(_EXCHANGE, state="pending")}, ("member_not_found", "exchange_not_found")),
     ("post", "/v1/members", "Enrol a member and their first device (secret and token shown once)", None, 201, Enrolment,
      {"enrolled": _ENROLMENT}, ("invalid_request", "invalid_json")),
     ("get", "/v1/members/{member_id}", "The member's balance", None, 200, MemberBalance,
@@ -290,7 +329,10 @@ def _security(method: str, path: str) -> tuple[list[dict[str, list[str]]], tuple
 def _operations() -> list[tuple]:
     from gateway.members import EarningRequest
 
-    named = {"EarningRequest": EarningRequest, "InteropSaleRequest": payments.InteropSaleRequest,
+    from gateway.members import ExchangeRequest, InboundExchangeRequest
+
+    named = {"EarningRequest": EarningRequest, "ExchangeRequest": ExchangeRequest,
+             "InboundExchangeRequest": InboundExchangeRequest, "InteropSaleRequest": payments.InteropSaleRequest,
              "InteropActionRequest": payments.InteropActionRequest, "InteropRefundRequest": payments.InteropRefundRequest,
              "InteropReversalRequest": payments.InteropReversalRequest}
     return [op[:3] + (named.get(op[3], op[3]) if isinstance(op[3], str) else op[3],) + op[4:] for op in OPERATIONS]
@@ -337,6 +379,10 @@ def openapi_document() -> dict[str, Any]:
         if path.endswith(".png"):
             operation["parameters"].append({"name": "symbology", "in": "query", "required": False,
                                             "schema": {"enum": ["code128", "qr"]}})
+        if path == "/v1/interop/exchanges" and method == "get":
+            operation["parameters"].append({"name": "exchange_ref", "in": "query", "required": True, "schema": {"type": "string"}})
+        if path.endswith("/exchanges") and path.startswith("/v1/members") and method == "post":
+            operation["parameters"].append(MERCHANT_HEADERS[0])
         if path == "/v1/interop/payments" and method == "get":
             operation["parameters"].append({"name": "partner_ref", "in": "query", "required": True, "schema": {"type": "string"}})
         if path == "/v1/payments" and method == "get":

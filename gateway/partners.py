@@ -137,6 +137,23 @@ class PartnerClient:
             raise PartnerRefused(status, (doc or {}).get("code", "unknown"))
         return doc
 
+    async def credit_exchange(self, exchange_id: str, member_id: str, points: int) -> dict[str, Any]:
+        """Ask the partner to credit its member with points we exchanged; PartnerRefused is definite."""
+        status, doc = await self._call("POST", "/v1/interop/exchanges",
+                                       {"member_id": member_id, "points": points, "exchange_ref": exchange_id},
+                                       "pg-ex-" + exchange_id)
+        if status != 201:
+            raise PartnerRefused(status, (doc or {}).get("code", "unknown"))
+        return doc
+
+    async def find_exchange(self, exchange_id: str) -> dict[str, Any] | None:
+        status, doc = await self._call("GET", "/v1/interop/exchanges?exchange_ref=" + quote(exchange_id, safe=""), None, None)
+        if status == 404:
+            return None
+        if status != 200:
+            raise PartnerRefused(status, (doc or {}).get("code", "unknown"))
+        return doc
+
     async def reverse(self, payment_id: str) -> dict[str, Any]:
         status, doc = await self._call("POST", "/v1/interop/reversals", {"partner_ref": payment_id, "reason": "no answer"},
                                        "pg-rev-" + payment_id)

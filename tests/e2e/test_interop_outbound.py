@@ -178,3 +178,70 @@ async def test_cancel_and_partial_refund_of_a_partner_members_payment(networks):
     home = (await run_audit(networks.home.app[STORE])).totals_by_unit()["HMP"]
     assert (-600, 600) == (home["partner:taishin"], home["merchant:gs25"])
     assert (await run_audit(networks.taishin.app[STORE])).clean
+
+
+async def enrolled(gateway: Gateway) -> dict:
+    async with gateway.session.post(gateway.base_url + "/v1/members", json={}) as response:
+        return await response.json()
+
+
+async def exchange(gateway: Gateway, member: dict, partner_id: str, partner_member_id: str, points: int, key: str):
+    async with gateway.session.post(
+            f"{gateway.base_url}/v1/members/{member['member_id']}/exchanges",
+            json={"partner": partner_id, "partner_member_id": partner_member_id, "points": points},
+            headers={"Authorization": f"Bearer {member['token']}", "Idempotency-Key": key}) as response:
+        return response.status, await response.json()
+
+
+async def balance(gateway: Gateway, member: dict) -> tuple[int, int]:
+    async with gateway.session.get(f"{gateway.base_url}/v1/members/{member['member_id']}",
+                                   headers={"Authorization": f"Bearer {member['token']}"}) as response:
+        doc = await response.json()
+        return doc["available"], doc["held"]
+
+
+async def credited(gateway: Gateway, member: dict, points: int) -> None:
+    await gateway.ledger.credit(member["member_id"], points, "affiliate:hana-card", "seed-" + member["member_id"],
+                                gateway.app[PAYMENTS].home.points_unit)
+
+
+async def test_exchange_both_ways(networks):
+    """10,000 HMP become floor(10,000 / 43.3356) = 230 TSP at Taishin; 100 TSP come back as floor(100 / 0.0233...) HMP."""
+    minji, wen = await enrolled(networks.home), await enrolled(networks.taishin)
+    await credited(networks.home, minji, 20_000)
+    await credited(networks.taishin, wen, 1_000)
+    status, out = await exchange(networks.home, minji, "taishin", wen["member_id"], 10_000, "exchange-0001")
+    assert (201, "completed", 230) == (status, out["state"], out["received"])
+    assert ((10_000, 0), (1_230, 0)) == (await balance(networks.home, minji), await balance(networks.taishin, wen))
+    status, back = await exchange(networks.taishin, wen, "hana", minji["member_id"], 100, "exchange-0002")
+    assert (201, "completed") == (status, back["state"])
+    assert (10_000 + back["received"], 0) == await balance(networks.home, minji)
+    assert back["received"] <= 4_312  # never more than 100 TSP at the mid rate (43.12)
+    again = await exchange(networks.home, minji, "taishin", wen["member_id"], 10_000, "exchange-0001")
+    assert (201, out) == again  # the same request again changes nothing
+    for gateway in (networks.home, networks.taishin):
+        assert (await run_audit(gateway.app[STORE])).clean
+
+
+async def test_refused_exchange_leaves_both_sides_unchanged(networks):
+    """An exchange to an unknown Taishin member is refused and the held points come back."""
+    minji = await enrolled(networks.home)
+    await credited(networks.home, minji, 20_000)
+    status, record = await exchange(networks.home, minji, "taishin", "m000000000000000", 5_000, "exchange-0003")
+    assert (409, "refused", "member_not_found") == (status, record["state"], record["reason"])
+    assert (20_000, 0) == await balance(networks.home, minji)
+
+
+async def test_partner_down_mid_exchange_is_settled_when_it_returns(networks):
+    """Taishin down: the exchange stays pending with the points held; once Taishin is back it completes exactly once."""
+    minji, wen = await enrolled(networks.home), await enrolled(networks.taishin)
+    await credited(networks.home, minji, 20_000)
+    networks.proxy.down = True
+    status, record = await exchange(networks.home, minji, "taishin", wen["member_id"], 10_000, "exchange-0004")
+    assert (202, "pending", (10_000, 10_000)) == (status, record["state"], await balance(networks.home, minji))
+    networks.proxy.down = False
+    for _ in range(80):
+        if (await balance(networks.home, minji))[1] == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert ((10_000, 0), (230, 0)) == (await balance(networks.home, minji), await balance(networks.taishin, wen))

@@ -147,6 +147,22 @@ async def across_borders(story: Story, base_url: str, gs25_key, minji: Phone, ta
         visit.payment.approved and wen_left == 476,
     )
 
+    # Minji opens a Taishin account too and moves points both ways at the published rate.
+    minji_tw = await Phone.enrol(taishin.url)
+    home_before = (await minji.balance()).available
+    async with aiohttp.ClientSession() as http:
+        out = await _exchange(http, base_url, minji, "taishin", minji_tw.member_id, 3_000, "demo-exchange-1")
+        back = await _exchange(http, taishin.url, minji_tw, "hana", minji.member_id, 50, "demo-exchange-2")
+    home_after, tw_after = (await minji.balance()).available, (await minji_tw.balance()).available
+    story.check(
+        "Minji exchanges 3,000 points to her Taishin account, then 50 TSP back",
+        "3,000 HMP become floor(3,000 / 43.3356) = 69 TSP; 50 TSP come back at Taishin's rate",
+        f"{out['state']}: {out['points']:,} HMP -> {out['received']} TSP at {out['rate']} HMP/TSP; "
+        f"{back['state']}: {back['points']} TSP -> {back['received']:,} HMP; "
+        f"balances {home_after:,} HMP and {tw_after} TSP",
+        out["received"] == 69 and home_after == home_before - 3_000 + back["received"] and tw_after == 69 - 50,
+    )
+
 
 async def at_the_store(story: Story, base_url: str, registry, session: aiohttp.ClientSession):
     """Domestic payments at GS25 Gangnam; returns Minji's phone and GS25's key (its terminals share it)."""
@@ -239,6 +255,18 @@ async def at_the_store(story: Story, base_url: str, registry, session: aiohttp.C
         await terminal.close()
         await proxy.close()
     return minji, gs25
+
+
+async def _exchange(http: aiohttp.ClientSession, base_url: str, phone: Phone, partner_id: str, partner_member_id: str,
+                    points: int, key: str) -> dict:
+    """The member app's exchange request (member API, bearer token)."""
+    async with http.post(f"{base_url}/v1/members/{phone.member_id}/exchanges",
+                         json={"partner": partner_id, "partner_member_id": partner_member_id, "points": points},
+                         headers={"Authorization": f"Bearer {phone.token}", "Idempotency-Key": key}) as response:
+        doc = await response.json()
+        if "state" not in doc:
+            raise RuntimeError(f"exchange refused: HTTP {response.status} {doc.get('code')}: {doc.get('detail')}")
+        return doc
 
 
 async def under_load(story: Story, base_url: str, app) -> None:

@@ -26,29 +26,32 @@ from aiohttp import web
 from gateway.app import MERCHANTS, STORE, connect_partners, create_app
 from gateway.embedded_redis import free_port
 from gateway.partners import PartnerKeys
-from gateway.settings import CONFIG_DIR_DEFAULT, Settings, load_settings
+from gateway.settings import CONFIG_DIR_DEFAULT, Network, Settings, load_settings
 from simulators.fault_proxy import Fault, FaultProxy
 
 SWITCHES = ("none", "slow", "down", "drop", "decline")
 SLOW_DELAY_S = 2.5  # longer than a typical partner read timeout's share of the terminal's deadline
 
 
-def write_config(directory: Path, home_url: str) -> Path:
-    """Taishin's configuration: it is the home network there, and Hana is its partner."""
+TAISHIN = Network("8860", "taishin", "Taishin Bank Rewards", False, "TWD", "TSP")
+
+
+def write_config(directory: Path, home_url: str, network: Network = TAISHIN) -> Path:
+    """The partner's configuration: it is the home network there, and Hana is its partner."""
     config = directory / "config"
     if config.exists():
         shutil.rmtree(config)
     shutil.copytree(CONFIG_DIR_DEFAULT, config)
     (config / "networks.toml").write_text(
-        "# Taishin's view: it is the home network, Hana its partner.\n"
-        '[[network]]\nprefix = "8860"\nid = "taishin"\nname = "Taishin Bank Rewards"\nhome = true\n'
-        'currency = "TWD"\npoints_unit = "TSP"\n\n'
+        f"# {network.name}'s view: it is the home network, Hana its partner.\n"
+        f'[[network]]\nprefix = "{network.prefix}"\nid = "{network.id}"\nname = "{network.name}"\nhome = true\n'
+        f'currency = "{network.currency}"\npoints_unit = "{network.points_unit}"\n\n'
         '[[network]]\nprefix = "9410"\nid = "hana"\nname = "Hana Members"\nhome = false\n'
         'currency = "KRW"\npoints_unit = "HMP"\n')
     (config / "partners.toml").write_text(
         f'[[partner]]\nid = "hana"\nbase_url = "{home_url}"\nconnect_timeout_s = 1\nread_timeout_s = 3\n'
         "concurrency_max = 32\ncircuit_failures_max = 5\ncircuit_open_s = 10\n")
-    (config / "affiliates.toml").write_text('[[affiliate]]\nid = "taishin-card"\nname = "Taishin Card"\n'
+    (config / "affiliates.toml").write_text(f'[[affiliate]]\nid = "{network.id}-card"\nname = "{network.name} Card"\n'
                                             "budget_points = 1000000000\n")
     return config
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 
@@ -21,43 +20,40 @@ from gateway.embedded_redis import free_port
 from gateway.keyring import Keyring
 from gateway.merchants import MerchantRegistry
 from gateway.partners import PartnerKeys
-from gateway.settings import CONFIG_DIR_DEFAULT, Partner, load_settings
+from gateway.settings import Network, Partner, load_settings
+from simulators import partner as partner_simulator
 from gateway.store import Store, connect
 from simulators.fault_proxy import Fault, FaultProxy
 
 FAST = dict(connect_timeout_s=0.5, read_timeout_s=1.0, concurrency_max=4, circuit_failures_max=3, circuit_open_s=1.0)
 
 
-def taishin_config(tmp_path: Path, home_url: str) -> Path:
-    """Taishin's own configuration: it is the home network there, and we are its partner."""
-    config = tmp_path / "taishin-config"
-    shutil.copytree(CONFIG_DIR_DEFAULT, config)
-    (config / "networks.toml").write_text(
-        '[[network]]\nprefix = "8860"\nid = "taishin"\nname = "Taishin Bank Rewards"\nhome = true\ncurrency = "TWD"\npoints_unit = "TSP"\n\n'
-        '[[network]]\nprefix = "9410"\nid = "hana"\nname = "Hana Members"\nhome = false\ncurrency = "KRW"\npoints_unit = "HMP"\n')
-    (config / "partners.toml").write_text(
-        f'[[partner]]\nid = "hana"\nbase_url = "{home_url}"\nconnect_timeout_s = 1\nread_timeout_s = 2\n'
-        'concurrency_max = 8\ncircuit_failures_max = 5\ncircuit_open_s = 5\n')
-    (config / "affiliates.toml").write_text("")
-    return config
+SIAM = Network("7640", "siam", "Siam Rewards", False, "THB", "SRP")
+PARTNERS = {"taishin": partner_simulator.TAISHIN, "siam": SIAM}
 
 
 @dataclasses.dataclass
 class Networks:
     home: Gateway
     taishin: Gateway
+    """The partner network (Taishin unless the test is parametrized with another)."""
     proxy: FaultProxy
+    partner_id: str
 
 
-@pytest.fixture
-async def networks(redis_server, store, tmp_path: Path):
+@pytest.fixture(params=["taishin"])
+async def networks(request, redis_server, store, tmp_path: Path):
+    """Our gateway and a partner network (pointgate under the partner's configuration), keys exchanged."""
+    network = PARTNERS[request.param]
     home_port, taishin_port = free_port(), free_port()
     proxy = await FaultProxy("127.0.0.1", taishin_port).start()
     home_settings = load_settings(env={}, redis_url=redis_server.url, keyring_path=str(tmp_path / "home-keyring.json"))
-    home_settings = dataclasses.replace(home_settings, partners=(Partner("taishin", proxy.url, **FAST),))
+    networks_known = home_settings.networks + ((network,) if network.id not in {n.id for n in home_settings.networks} else ())
+    home_settings = dataclasses.replace(home_settings, networks=networks_known,
+                                        partners=(Partner(network.id, proxy.url, **FAST),))
     taishin_url = redis_server.url[:-1] + "1"  # its own Redis database
-    taishin_settings = load_settings(taishin_config(tmp_path, f"http://127.0.0.1:{home_port}"), env={},
-                                     redis_url=taishin_url, keyring_path=str(tmp_path / "taishin-keyring.json"))
+    taishin_settings = load_settings(partner_simulator.write_config(tmp_path, f"http://127.0.0.1:{home_port}", network),
+                                     env={}, redis_url=taishin_url, keyring_path=str(tmp_path / "taishin-keyring.json"))
     # Each network issues the other a key, and stores the one it was given.
     home_store, taishin_store = Store(connect(redis_server.url, 5)), Store(connect(taishin_url, 5))
     for s in (home_store, taishin_store):
@@ -66,9 +62,9 @@ async def networks(redis_server, store, tmp_path: Path):
     taishin_registry = MerchantRegistry(taishin_store, Keyring.load(taishin_settings.keyring_path))
     await home_registry.load_config(home_settings)
     await taishin_registry.load_config(taishin_settings)
-    for_taishin = await home_registry.issue_key("taishin")
+    for_taishin = await home_registry.issue_key(network.id)
     for_home = await taishin_registry.issue_key("hana")
-    await PartnerKeys(home_store, Keyring.load(home_settings.keyring_path)).set("taishin", *for_home)
+    await PartnerKeys(home_store, Keyring.load(home_settings.keyring_path)).set(network.id, *for_home)
     await PartnerKeys(taishin_store, Keyring.load(taishin_settings.keyring_path)).set("hana", *for_taishin)
     await home_store.close()
     await taishin_store.close()
@@ -78,7 +74,7 @@ async def networks(redis_server, store, tmp_path: Path):
     for server in servers:
         await server.start_server()
     async with ClientSession() as session:
-        yield Networks(Gateway(apps[0], servers[0], session), Gateway(apps[1], servers[1], session), proxy)
+        yield Networks(Gateway(apps[0], servers[0], session), Gateway(apps[1], servers[1], session), proxy, network.id)
     for server in servers:
         await server.close()
     await proxy.close()
@@ -245,3 +241,52 @@ async def test_partner_down_mid_exchange_is_settled_when_it_returns(networks):
             break
         await asyncio.sleep(0.1)
     assert ((10_000, 0), (230, 0)) == (await balance(networks.home, minji), await balance(networks.taishin, wen))
+
+
+@pytest.mark.parametrize("networks", ["taishin", "siam"], indirect=True)
+async def test_every_configured_partner_pays_and_exchanges_the_same_way(networks):
+    """Taishin (TWD) and a Thai network (THB) added only in configuration: a sale at GS25 and an exchange both ways."""
+    from gateway import fx
+
+    table = fx.RateTable.from_toml(networks.taishin.app[PAYMENTS].settings.fx)
+    currency = networks.taishin.app[PAYMENTS].home.currency
+    expected = fx.points_for_payment(1_000, "KRW", fx.quote(table, "KRW", currency, "q_test", 0))
+    gs25, member = await networks.home.terminal(), await taishin_member(networks, 1_000)
+    _, payment, _ = await gs25.pay(member.code(), 1_000)
+    assert ("approved", 1_000 - expected) == (payment["status"], await networks.taishin.balance(member))
+
+    ours, theirs = await enrolled(networks.home), await enrolled(networks.taishin)
+    await credited(networks.home, ours, 50_000)
+    await credited(networks.taishin, theirs, 1_000)
+    s1, out = await exchange(networks.home, ours, networks.partner_id, theirs["member_id"], 40_000, "ex-param-1")
+    s2, back = await exchange(networks.taishin, theirs, "hana", ours["member_id"], 100, "ex-param-2")
+    assert (201, 201) == (s1, s2)
+    assert (10_000 + back["received"], 0) == await balance(networks.home, ours)
+    assert (1_000 + out["received"] - 100, 0) == await balance(networks.taishin, theirs)
+    for gateway in (networks.home, networks.taishin):
+        assert (await run_audit(gateway.app[STORE])).clean
+
+
+async def test_slow_partner_ends_reversed_and_home_sales_stay_fast(networks):
+    """Taishin answering slower than its timeout: the sale ends partner_unavailable within the deadline,
+    a home sale at the same moment stays fast, and the owed reversal lands once Taishin is quick again."""
+    gs25, member = await networks.home.terminal(), await taishin_member(networks, 1_000)
+    home_member = await networks.home.member(points=10_000)
+    networks.proxy.always(Fault.DELAY, path_prefix="/v1/interop", delay_s=1.5)
+    started = time.monotonic()
+    slow = asyncio.create_task(gs25.pay(member.code(), 1_000))
+    await asyncio.sleep(0.2)
+    home_started = time.monotonic()
+    _, home_sale, _ = await gs25.pay(home_member.code(), 1_000)
+    home_s = time.monotonic() - home_started
+    _, declined, _ = await slow
+    slow_s = time.monotonic() - started
+    assert ("approved", True) == (home_sale["status"], home_s < 0.5)
+    assert ("partner_unavailable", True) == (declined["decline"]["code"], slow_s < 10)
+    networks.proxy.clear()
+    owed = keyspace.partner_reversals_key("taishin")
+    for _ in range(80):
+        if not await networks.home.app[STORE].redis.exists(owed):
+            break
+        await asyncio.sleep(0.1)
+    assert (0, 1_000) == (await networks.home.app[STORE].redis.exists(owed), await networks.taishin.balance(member))

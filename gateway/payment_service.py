@@ -104,7 +104,8 @@ class PaymentService:
     async def sale(self, caller: Caller, sale: payments.SaleRequest, idempotency_key: str, request_hash: str) -> Answer:
         """A terminal's sale in the home currency: 1 point per minor unit; a partner
         network's code goes to that partner."""
-        if self.tokens.check_format(sale.code) is Outcome.UNSUPPORTED_ISSUER:
+        checked = self.tokens.check_format(sale.code)
+        if checked is Outcome.UNSUPPORTED_ISSUER:
             network = self.settings.network_by_prefix(sale.code[:4])
             if network is not None and network.id in self.partners:
                 return await self.outbound_sale(caller, sale, idempotency_key, request_hash, self.partners[network.id])
@@ -117,7 +118,7 @@ class PaymentService:
         return await self._authorise(
             caller, sale.code, sale.amount, sale.currency, sale.amount, sale.order_ref, sale.store_id, sale.terminal_id,
             "invalid_coupon" if sale.coupon_codes else "",  # no coupon campaign exists yet, so no coupon applies
-            f"merchant:{caller.merchant_id}", None, idempotency_key, request_hash)
+            f"merchant:{caller.merchant_id}", None, idempotency_key, request_hash, checked=checked)
 
     async def interop_sale(self, caller: Caller, sale: payments.InteropSaleRequest, idempotency_key: str,
                            request_hash: str) -> Answer:
@@ -153,13 +154,14 @@ class PaymentService:
 
     async def _authorise(self, caller: Caller, code_text: str, amount: int, currency: str, points: int, order_ref: str,
                          store_id: str, terminal_id: str, decline: str, account: str, quote: "fx.Quote | None",
-                         idempotency_key: str, request_hash: str, now_ms: int | None = None) -> Answer:
+                         idempotency_key: str, request_hash: str, now_ms: int | None = None,
+                         checked: "codes.PaymentCode | Outcome | None" = None) -> Answer:
         """Verify the code and debit `points` to `account`, in one script call."""
         now_ms = self.now_ms() if now_ms is None else now_ms
         member_id = ""
         slot = 0
         verify_args: list[Any] = ["wrong_otp", 0, self.settings.slot_failures_max, 0]
-        code = self.tokens.check_format(code_text)
+        code = self.tokens.check_format(code_text) if checked is None else checked
         if isinstance(code, Outcome):
             decline = payments.decline_for(code)
         else:

@@ -238,6 +238,9 @@ class Exchanges:
         stored = await self.store.redis.get(record_key)
         if stored is not None:
             record = json.loads(stored)
+            if (record["partner"], record["partner_member_id"], record["points"]) != (
+                    request.partner, request.partner_member_id, request.points):
+                raise Problem("idempotency_mismatch")
             if record["state"] != "pending":
                 return (201 if record["state"] == "completed" else 409), record
         else:
@@ -253,16 +256,19 @@ class Exchanges:
                       "state": "pending", "created_at": _iso(now_ms)}
             if not await self.store.redis.set(record_key, json.dumps(record), nx=True):
                 record = json.loads(await self.store.redis.get(record_key))
-            try:
-                await self.tokens.ledger.hold(member_id, request.points, exchange_id, "hold:" + exchange_id,
-                                              self.tokens.home.points_unit, kind="exchange_hold",
-                                              meta={"partner": request.partner, "exchange_id": exchange_id})
-            except InsufficientPoints:
-                await self._finish(record_key, record, "refused", reason="insufficient_points")
-                raise Problem("insufficient_points_for_exchange") from None
-            except LedgerError as e:
-                if e.code != "hold_exists":
-                    raise
+        # Hold on every attempt of a pending exchange: a crash between writing the record and
+        # holding must not let the partner credit points that were never taken here. The hold
+        # is idempotent by its entry id.
+        try:
+            await self.tokens.ledger.hold(member_id, record["points"], exchange_id, "hold:" + exchange_id,
+                                          self.tokens.home.points_unit, kind="exchange_hold",
+                                          meta={"partner": request.partner, "exchange_id": exchange_id})
+        except InsufficientPoints:
+            await self._finish(record_key, record, "refused", reason="insufficient_points")
+            raise Problem("insufficient_points_for_exchange") from None
+        except LedgerError as e:
+            if e.code != "hold_exists":
+                raise
         try:
             answer = await client.credit_exchange(exchange_id, record["partner_member_id"], record["received"])
         except PartnerRefused as e:

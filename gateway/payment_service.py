@@ -215,7 +215,7 @@ class PaymentService:
         ], [NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms, payment_id, caller.merchant_id, sale.store_id,
             sale.terminal_id, sale.order_ref, sale.amount, sale.currency,
             payments.business_day(now_ms, caller.time_zone, caller.business_day_cutoff),
-            f"partner:{client.partner.id}", self.home.points_unit, slot])
+            f"partner:{client.partner.id}", self.home.points_unit, slot, _lease_ms(client)])
         if reply[0] == "replay":
             return self._answer(reply)
         if reply[0] not in ("claimed", "claimed_reversed", "pending"):
@@ -468,6 +468,11 @@ class PaymentService:
         if reply[0] not in ("done", "replay"):
             self._record(reply)
         return Answer(200, reply[1].encode(), reply[0] == "replay", "batch_closed")
+
+
+def _lease_ms(client: PartnerClient) -> int:
+    """The longest an outbound sale can take: three partner calls (sale, lookup, reversal), plus a margin."""
+    return int(3 * (client.partner.connect_timeout_s + client.partner.read_timeout_s) * 1000) + 1000
 
 
 def _is_outbound(record: dict[str, str]) -> bool:

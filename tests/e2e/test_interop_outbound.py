@@ -130,6 +130,19 @@ async def test_partner_down_declines_fast_and_owes_the_reversal(networks):
     assert 1_000 == await networks.taishin.balance(member)
 
 
+async def test_duplicate_while_the_partner_is_asked_waits(networks):
+    """A retry of a sale whose first request is still waiting on the partner gets 409 idempotency_in_progress."""
+    gs25, member = await networks.home.terminal(), await taishin_member(networks, 1_000)
+    networks.proxy.always(Fault.DELAY, path_prefix="/v1/interop/payments", delay_s=0.5)
+    code = member.code()
+    first = asyncio.create_task(gs25.pay(code, 1_000, order_ref="DUP-OUT-1", idempotency_key="dup-out-0001"))
+    await asyncio.sleep(0.2)
+    status, problem, _ = await gs25.pay(code, 1_000, order_ref="DUP-OUT-1", idempotency_key="dup-out-0001")
+    _, payment, _ = await first
+    assert (409, "idempotency_in_progress", "approved") == (status, problem["code"], payment["status"])
+    assert 976 == await networks.taishin.balance(member)
+
+
 async def test_circuit_opens_and_home_payments_keep_their_speed(networks):
     """After repeated partner failures the circuit opens (no more calls), and a home sale stays fast."""
     gs25 = await networks.home.terminal()
@@ -214,7 +227,9 @@ async def test_exchange_both_ways(networks):
     assert (10_000 + back["received"], 0) == await balance(networks.home, minji)
     assert back["received"] <= 4_312  # never more than 100 TSP at the mid rate (43.12)
     again = await exchange(networks.home, minji, "taishin", wen["member_id"], 10_000, "exchange-0001")
+    other = await exchange(networks.home, minji, "taishin", wen["member_id"], 9_000, "exchange-0001")
     assert (201, out) == again  # the same request again changes nothing
+    assert (422, "idempotency_mismatch") == (other[0], other[1]["code"])
     for gateway in (networks.home, networks.taishin):
         assert (await run_audit(gateway.app[STORE])).clean
 

@@ -19,9 +19,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Sequence
 
 from aiohttp import web
+from aiohttp.web_runner import GracefulExit
 
 from gateway.embedded_redis import die_with_parent
 from gateway.merchants import MerchantRegistry
@@ -29,6 +31,8 @@ from gateway.runtime import open_runtime, redis_server
 from gateway.settings import Settings, load_settings
 
 WORKER_ENV = "POINTGATE_WORKER"
+STOP_MARGIN_S = 2.0  # beyond the grace period, before a stuck worker is killed
+WAIT_POLL_S = 0.1
 
 
 async def _load_merchants(settings: Settings) -> None:
@@ -48,11 +52,14 @@ def serve(settings: Settings) -> int:
             for _ in range(settings.workers)
         ]
         print(f"gateway: {settings.workers} worker(s) on http://{settings.host}:{settings.port}, Redis {url}", flush=True)
-        stopping = False
+        kill_at: float | None = None
 
         def stop(signum: int, _frame: object) -> None:
-            nonlocal stopping
-            stopping = True
+            nonlocal kill_at
+            if kill_at is None:
+                # In-flight requests get the grace period; a worker still stuck after it is killed,
+                # so the gateway always stops and its supervisor can start it again.
+                kill_at = time.monotonic() + settings.shutdown_grace_s + STOP_MARGIN_S
             for worker in workers:
                 if worker.poll() is None:
                     worker.send_signal(signal.SIGTERM)
@@ -60,28 +67,50 @@ def serve(settings: Settings) -> int:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         status = 0
-        for worker in workers:
-            code = worker.wait()
-            if code != 0 and not stopping:
-                # One worker died on its own: stop the rest, so a supervisor restarts the whole gateway.
-                status = code or 1
-                stop(signal.SIGTERM, None)
+        while any(worker.poll() is None for worker in workers):
+            time.sleep(WAIT_POLL_S)
+            for worker in workers:
+                code = worker.poll()
+                if code is not None and code != 0 and kill_at is None:
+                    # One worker died on its own: stop the rest, so a supervisor restarts the whole gateway.
+                    status = code if code > 0 else 1
+                    stop(signal.SIGTERM, None)
+            if kill_at is not None and time.monotonic() > kill_at:
+                for worker in workers:
+                    if worker.poll() is None:
+                        worker.kill()
         return status
 
 
 def run_worker() -> None:
     settings = load_settings()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Until the app has started there is nothing in flight, so SIGTERM ends the worker at
+    # once (cancelling a half-done start-up can leave a Redis connection waiting for ever).
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: os._exit(0))
     web.run_app(
         _worker_app(settings), host=settings.host, port=settings.port, reuse_port=True,
-        shutdown_timeout=settings.shutdown_grace_s, access_log=None, print=None,
+        shutdown_timeout=settings.shutdown_grace_s, access_log=None, print=None, handle_signals=False,
     )
 
 
 async def _worker_app(settings: Settings) -> web.Application:
     from gateway.app import create_app
 
-    return create_app(settings)
+    app = create_app(settings)
+    app.on_startup.append(_graceful_from_now)
+    return app
+
+
+async def _graceful_from_now(app: web.Application) -> None:
+    """Started: from now on SIGTERM and SIGINT stop accepting and let in-flight requests finish."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _raise_graceful_exit)
+
+
+def _raise_graceful_exit() -> None:
+    raise GracefulExit()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

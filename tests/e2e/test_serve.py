@@ -36,6 +36,7 @@ def start_gateway(redis_url: str, keyring_path: Path, workers: int) -> tuple[sub
         except OSError:
             time.sleep(0.1)
     gateway.kill()
+    gateway.wait()
     raise AssertionError("gateway serve did not become ready within 30 s")
 
 
@@ -47,6 +48,7 @@ def stop(gateway: subprocess.Popen) -> int:
     finally:
         if gateway.poll() is None:
             gateway.kill()
+            gateway.wait()  # reaped here, not by the garbage collector in some later test
 
 
 def test_two_workers_serve_and_stop_on_sigterm(redis_server, tmp_path):

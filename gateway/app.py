@@ -200,6 +200,20 @@ async def signed_write(request: web.Request, kind: type[Any], role: str = "merch
     return caller, parsed, key, payments.request_hash(request.method, request.raw_path, body), body
 
 
+async def signed_read(request: web.Request, role: str = "merchant") -> Caller:
+    """A signed read: authenticated, and its nonce burned (writes burn theirs in their script)."""
+    caller = await authenticate(request, await request.read(), role)
+    await request.app[PAYMENTS].burn_nonce(caller)
+    return caller
+
+
+def required_query(request: web.Request, name: str, what: str) -> str:
+    value = request.query.get(name, "")
+    if not value:
+        raise Problem("invalid_request", f"give ?{name}=<{what}>")
+    return value
+
+
 # -- handlers -------------------------------------------------------------------
 
 
@@ -213,17 +227,13 @@ async def create_payment(request: web.Request) -> web.Response:
 
 
 async def get_payment(request: web.Request) -> web.Response:
-    caller = await authenticate(request, await request.read())
-    await request.app[PAYMENTS].burn_nonce(caller)
+    caller = await signed_read(request)
     return respond(request, await request.app[PAYMENTS].get(caller, request.match_info["payment_id"]))
 
 
 async def find_payment(request: web.Request) -> web.Response:
-    caller = await authenticate(request, await request.read())
-    order_ref = request.query.get("order_ref", "")
-    if not order_ref:
-        raise Problem("invalid_request", "give ?order_ref=<the terminal's order reference>")
-    await request.app[PAYMENTS].burn_nonce(caller)
+    order_ref = required_query(request, "order_ref", "the terminal's order reference")
+    caller = await signed_read(request)
     return respond(request, await request.app[PAYMENTS].find_by_order_ref(caller, order_ref))
 
 
@@ -346,17 +356,13 @@ async def interop_create_payment(request: web.Request) -> web.Response:
 
 
 async def interop_get_payment(request: web.Request) -> web.Response:
-    caller = await authenticate(request, await request.read(), role="partner")
-    await request.app[PAYMENTS].burn_nonce(caller)
+    caller = await signed_read(request, role="partner")
     return respond(request, await request.app[PAYMENTS].get(caller, request.match_info["payment_id"]))
 
 
 async def interop_find_payment(request: web.Request) -> web.Response:
-    caller = await authenticate(request, await request.read(), role="partner")
-    partner_ref = request.query.get("partner_ref", "")
-    if not partner_ref:
-        raise Problem("invalid_request", "give ?partner_ref=<your payment reference>")
-    await request.app[PAYMENTS].burn_nonce(caller)
+    partner_ref = required_query(request, "partner_ref", "your payment reference")
+    caller = await signed_read(request, role="partner")
     return respond(request, await request.app[PAYMENTS].find_by_order_ref(caller, partner_ref))
 
 
@@ -399,9 +405,9 @@ async def interop_receive_exchange(request: web.Request) -> web.Response:
 
 
 async def interop_find_exchange(request: web.Request) -> web.Response:
-    caller = await authenticate(request, await request.read(), role="partner")
-    await request.app[PAYMENTS].burn_nonce(caller)
-    return _json(await request.app[EXCHANGES].find_received(caller, request.query.get("exchange_ref", "")))
+    exchange_ref = required_query(request, "exchange_ref", "your exchange reference")
+    caller = await signed_read(request, role="partner")
+    return _json(await request.app[EXCHANGES].find_received(caller, exchange_ref))
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
@@ -105,12 +106,21 @@ class Gateway:
         return self.app[TOKENS].ledger
 
 
-@pytest.fixture
-async def gateway(settings, store):
+@contextlib.asynccontextmanager
+async def serving(settings):
+    """A gateway app for `settings` on a loopback port, its registry loaded from the configuration."""
     app = create_app(settings)
     server = TestServer(app)
     await server.start_server()
     await app[MERCHANTS].load_config(settings)
-    async with ClientSession() as session:
-        yield Gateway(app, server, session)
-    await server.close()
+    try:
+        async with ClientSession() as session:
+            yield Gateway(app, server, session)
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def gateway(settings, store):
+    async with serving(settings) as running:
+        yield running

@@ -7,11 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from aiohttp import ClientSession
-from aiohttp.test_utils import TestServer
 
-from conftest import Gateway
-from gateway.app import MERCHANTS, STORE, create_app
+from conftest import serving
+from gateway.app import MERCHANTS, STORE
 from gateway.audit import run_audit
 from gateway.settings import CONFIG_DIR_DEFAULT, load_settings
 
@@ -110,13 +108,8 @@ async def thai_gateway(redis_server, store, tmp_path: Path):
         f.write('\n[[partner]]\nid = "siam"\nbase_url = "http://127.0.0.1:8091"\nconnect_timeout_s = 2\n'
                 'read_timeout_s = 3\nconcurrency_max = 8\ncircuit_failures_max = 5\ncircuit_open_s = 10\n')
     settings = load_settings(config, env={}, redis_url=redis_server.url, keyring_path=str(tmp_path / "keyring.json"))
-    app = create_app(settings)
-    server = TestServer(app)
-    await server.start_server()
-    await app[MERCHANTS].load_config(settings)
-    async with ClientSession() as session:
-        yield Gateway(app, server, session)
-    await server.close()
+    async with serving(settings) as running:
+        yield running
 
 
 async def test_a_partner_added_in_configuration_only_works(thai_gateway):

@@ -22,11 +22,16 @@ import msgspec
 import aiohttp
 import redis.exceptions
 from aiohttp import web
+from aiohttp_sse import sse_response
 
 from gateway import payments, render, signing
+from gateway.cashouts import BankAccountRequest, BankClient, CASHOUTS_PAGE_DEFAULT, CashoutRequest, Cashouts
+from gateway.coupons import CampaignRequest, CouponClaimRequest, CouponIssueRequest, CouponService
 from gateway.keyring import Keyring
-from gateway.ledger import Ledger
-from gateway.members import Bearer, EarningRequest, Exchanges, ExchangeRequest, InboundExchangeRequest, MemberService
+from gateway.ledger import Ledger, expire_due
+from gateway.member_events import MemberEvents, check_event_id
+from gateway.members import (Bearer, Confirmation, EarningRequest, Exchanges, ExchangeRequest, InboundExchangeRequest,
+                             MemberService, SpendingSettings)
 from gateway.merchants import MerchantRegistry
 from gateway.partners import PartnerClient, PartnerKeys
 from gateway.metrics import Metrics
@@ -48,6 +53,10 @@ TOKENS = web.AppKey("tokens", TokenService)
 METRICS = web.AppKey("metrics", Metrics)
 MEMBERS = web.AppKey("members", MemberService)
 EXCHANGES = web.AppKey("exchanges", Exchanges)
+COUPONS = web.AppKey("coupons", CouponService)
+EVENTS = web.AppKey("member_events", MemberEvents)
+LIVE_PING_S = 15  # keeps the member's live feed open through proxies that drop idle connections
+CASHOUTS = web.AppKey("cashouts", Cashouts)
 
 class EnrolRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Enrolment takes no fields yet; unknown ones are refused like everywhere else."""
@@ -143,8 +152,8 @@ class TerminalCache:
 TERMINALS = web.AppKey("terminals", TerminalCache)
 
 
-async def authenticate(request: web.Request, body: bytes, role: str = "merchant") -> Caller:
-    """Verify the signature of a merchant (or an affiliate); raise Problem naming what is wrong."""
+async def authenticate(request: web.Request, body: bytes, role: str | tuple[str, ...] = "merchant") -> Caller:
+    """Verify the signature of a merchant (or another role, or one of several); raise Problem naming what is wrong."""
     try:
         parsed = signing.parse_signature_headers(request.headers)
         secret = await request.app[MERCHANTS].signing_secret(parsed.merchant_id, parsed.key_id)
@@ -155,8 +164,9 @@ async def authenticate(request: web.Request, body: bytes, role: str = "merchant"
     merchant = await request.app[TERMINALS].merchant(parsed.merchant_id)
     if merchant is None:
         raise Problem("unknown_key")
-    if merchant.role != role:
-        raise Problem("forbidden", f"{parsed.merchant_id} is a {merchant.role}; this route is for a {role}")
+    roles = (role,) if isinstance(role, str) else role
+    if merchant.role not in roles:
+        raise Problem("forbidden", f"{parsed.merchant_id} is a {merchant.role}; this route is for a {' or '.join(roles)}")
     request[MERCHANT_ID] = parsed.merchant_id
     return Caller(parsed.merchant_id, parsed.key_id, parsed.nonce, merchant.currency, merchant.time_zone, merchant.business_day_cutoff)
 
@@ -192,7 +202,7 @@ def respond(request: web.Request, answer: Answer) -> web.Response:
     return response
 
 
-async def signed_write(request: web.Request, kind: type[Any], role: str = "merchant") -> tuple[Caller, Any, str, str, bytes]:
+async def signed_write(request: web.Request, kind: type[Any], role: str | tuple[str, ...] = "merchant") -> tuple[Caller, Any, str, str, bytes]:
     body = await request.read()
     caller = await authenticate(request, body, role)
     key = idempotency_key(request)
@@ -200,7 +210,7 @@ async def signed_write(request: web.Request, kind: type[Any], role: str = "merch
     return caller, parsed, key, payments.request_hash(request.method, request.raw_path, body), body
 
 
-async def signed_read(request: web.Request, role: str = "merchant") -> Caller:
+async def signed_read(request: web.Request, role: str | tuple[str, ...] = "merchant") -> Caller:
     """A signed read: authenticated, and its nonce burned (writes burn theirs in their script)."""
     caller = await authenticate(request, await request.read(), role)
     await request.app[PAYMENTS].burn_nonce(caller)
@@ -398,6 +408,91 @@ async def get_exchange(request: web.Request) -> web.Response:
     return _json(await request.app[EXCHANGES].get(bearer, request.match_info["member_id"], request.match_info["exchange_id"]))
 
 
+async def _own_wallet(request: web.Request) -> str:
+    bearer = await _bearer(request)
+    member_id = request.match_info["member_id"]
+    request.app[MEMBERS]._own(bearer, member_id)
+    return member_id
+
+
+def _limit(request: web.Request, default: int) -> int:
+    text = request.query.get("limit", str(default))
+    if not text.isdigit():
+        raise Problem("invalid_request", "limit must be a whole number")
+    return int(text)
+
+
+async def member_history(request: web.Request) -> web.Response:
+    member_id = await _own_wallet(request)
+    return _json(await request.app[EVENTS].history(member_id, _limit(request, 20), request.query.get("before")))
+
+
+async def member_events(request: web.Request) -> web.Response:
+    member_id = await _own_wallet(request)
+    return _json(await request.app[EVENTS].since(member_id, request.query.get("after", "0"), _limit(request, 100)))
+
+
+async def member_events_live(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: every event after Last-Event-ID (or ?after=), then each as it happens."""
+    member_id = await _own_wallet(request)
+    after = request.headers.get("Last-Event-ID") or request.query.get("after", "$")
+    events = request.app[EVENTS]
+    if after == "$":
+        latest = await events.history(member_id, 1, None)
+        after = latest["items"][0]["event_id"] if latest["items"] else "0"
+    check_event_id(after)  # a bad offset is a problem+json answer, before the stream starts
+    async with sse_response(request, ping_interval=LIVE_PING_S) as stream:
+        async for event in events.live(member_id, after):
+            await stream.send(json.dumps(event, ensure_ascii=False), id=event["event_id"], event=event["kind"])
+    return stream
+
+
+async def put_member_settings(request: web.Request) -> web.Response:
+    bearer = await _bearer(request)
+    body = decode(await request.read(), SpendingSettings, request)
+    return _json(await request.app[MEMBERS].update_settings(bearer, request.match_info["member_id"], body))
+
+
+async def create_confirmation(request: web.Request) -> web.Response:
+    bearer = await _bearer(request)
+    body = decode(await request.read(), Confirmation, request)
+    return _json(await request.app[MEMBERS].confirm(bearer, request.match_info["member_id"], body), 201)
+
+
+async def link_bank_account(request: web.Request) -> web.Response:
+    bearer = await _bearer(request)
+    body = decode(await request.read(), BankAccountRequest, request)
+    status, account = await request.app[CASHOUTS].link_account(bearer, request.match_info["member_id"], body)
+    return _json(account, status)
+
+
+async def list_bank_accounts(request: web.Request) -> web.Response:
+    bearer = await _bearer(request)
+    return _json(await request.app[CASHOUTS].accounts(bearer, request.match_info["member_id"]))
+
+
+async def create_cashout(request: web.Request) -> web.Response:
+    bearer = await _bearer(request)
+    key = idempotency_key(request)
+    body = decode(await request.read(), CashoutRequest, request)
+    status, cashout = await request.app[CASHOUTS].create(bearer, request.match_info["member_id"], body, key)
+    request[OUTCOME] = cashout["state"]
+    return _json(cashout, status)
+
+
+async def get_cashout(request: web.Request) -> web.Response:
+    bearer = await _bearer(request)
+    return _json(await request.app[CASHOUTS].get(bearer, request.match_info["member_id"], request.match_info["cashout_id"]))
+
+
+async def list_cashouts(request: web.Request) -> web.Response:
+    bearer = await _bearer(request)
+    limit_text = request.query.get("limit", str(CASHOUTS_PAGE_DEFAULT))
+    if not limit_text.isdigit():
+        raise Problem("invalid_request", "limit must be a whole number")
+    return _json(await request.app[CASHOUTS].list_cashouts(bearer, request.match_info["member_id"], int(limit_text)))
+
+
 async def interop_receive_exchange(request: web.Request) -> web.Response:
     caller, body, _key, _digest, _ = await signed_write(request, InboundExchangeRequest, role="partner")
     await request.app[PAYMENTS].burn_nonce(caller)
@@ -408,6 +503,55 @@ async def interop_find_exchange(request: web.Request) -> web.Response:
     exchange_ref = required_query(request, "exchange_ref", "your exchange reference")
     caller = await signed_read(request, role="partner")
     return _json(await request.app[EXCHANGES].find_received(caller, exchange_ref))
+
+
+# -- coupon campaigns (operators, partner networks) and members' coupons ------------
+
+
+CAMPAIGN_ROLES = ("operator", "partner")
+"""An operator runs every campaign; a partner network sees and issues only its own."""
+
+
+async def _role(request: web.Request, caller: Caller) -> str:
+    return (await request.app[TERMINALS].merchant(caller.merchant_id)).role
+
+
+async def create_campaign(request: web.Request) -> web.Response:
+    caller, body, key, digest, _ = await signed_write(request, CampaignRequest, role="operator")
+    answer, replayed = await request.app[COUPONS].create(caller, body, key, digest)
+    return respond(request, Answer(201, answer, replayed, "created"))
+
+
+async def list_campaigns(request: web.Request) -> web.Response:
+    caller = await signed_read(request, role=CAMPAIGN_ROLES)
+    return _json(await request.app[COUPONS].list(caller, await _role(request, caller)))
+
+
+async def get_campaign(request: web.Request) -> web.Response:
+    caller = await signed_read(request, role=CAMPAIGN_ROLES)
+    return _json(await request.app[COUPONS].get(caller, await _role(request, caller), request.match_info["campaign_id"]))
+
+
+async def issue_coupon(request: web.Request) -> web.Response:
+    caller, body, key, digest, _ = await signed_write(request, CouponIssueRequest, role=CAMPAIGN_ROLES)
+    answer, replayed = await request.app[COUPONS].issue(
+        caller, await _role(request, caller), request.match_info["campaign_id"], body, key, digest)
+    return respond(request, Answer(201, answer, replayed, "issued"))
+
+
+async def member_coupons(request: web.Request) -> web.Response:
+    bearer = await _bearer(request)
+    return _json(await request.app[COUPONS].member_coupons(bearer, request.match_info["member_id"], request.query.get("state")))
+
+
+async def claim_coupon(request: web.Request) -> web.Response:
+    bearer = await _bearer(request)
+    key = idempotency_key(request)
+    raw = await request.read()
+    body = decode(raw, CouponClaimRequest, request)
+    answer, replayed = await request.app[COUPONS].claim(
+        bearer, request.match_info["member_id"], body, key, payments.request_hash(request.method, request.raw_path, raw))
+    return respond(request, Answer(201, answer, replayed, "claimed"))
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -459,6 +603,22 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/v1/interop/exchanges", interop_find_exchange),
     ("POST", "/v1/members/{member_id}/exchanges", create_exchange),
     ("GET", "/v1/members/{member_id}/exchanges/{exchange_id}", get_exchange),
+    ("GET", "/v1/members/{member_id}/history", member_history),
+    ("GET", "/v1/members/{member_id}/events", member_events),
+    ("GET", "/v1/members/{member_id}/events/live", member_events_live),
+    ("PUT", "/v1/members/{member_id}/settings", put_member_settings),
+    ("POST", "/v1/members/{member_id}/confirmations", create_confirmation),
+    ("POST", "/v1/members/{member_id}/bank-accounts", link_bank_account),
+    ("GET", "/v1/members/{member_id}/bank-accounts", list_bank_accounts),
+    ("POST", "/v1/members/{member_id}/cashouts", create_cashout),
+    ("GET", "/v1/members/{member_id}/cashouts", list_cashouts),
+    ("GET", "/v1/members/{member_id}/cashouts/{cashout_id}", get_cashout),
+    ("POST", "/v1/campaigns", create_campaign),
+    ("GET", "/v1/campaigns", list_campaigns),
+    ("GET", "/v1/campaigns/{campaign_id}", get_campaign),
+    ("POST", "/v1/campaigns/{campaign_id}/coupons", issue_coupon),
+    ("GET", "/v1/members/{member_id}/coupons", member_coupons),
+    ("POST", "/v1/members/{member_id}/coupons", claim_coupon),
     ("GET", "/healthz", healthz),
     ("GET", "/readyz", readyz),
     ("GET", "/metrics", metrics),
@@ -475,7 +635,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
-    app.cleanup_ctx.extend([_redis_server, _store, _services, _partner_clients])
+    app.cleanup_ctx.extend([_redis_server, _store, _services, _points_expiry, _partner_clients, _bank])
     return app
 
 
@@ -509,7 +669,47 @@ async def _services(app: web.Application):
     app[PAYMENTS] = PaymentService(store, tokens, settings)
     app[MEMBERS] = MemberService(store, tokens, settings)
     app[EXCHANGES] = Exchanges(store, tokens, settings, app[PAYMENTS])
+    app[COUPONS] = CouponService(store, registry, settings)
+    await app[COUPONS].load_config()  # campaigns.toml's campaigns; a bad one stops the start with its name
+    app[EVENTS] = MemberEvents(store, settings)
+    app[CASHOUTS] = Cashouts(store, tokens, settings)
     yield
+
+
+@contextlib.asynccontextmanager
+async def every(interval_s: float, work: Callable[[], Awaitable[Any]], what: str):
+    """Run `work` every `interval_s` in the background while the block runs; a failed round is
+    logged and the next one tries again. Stopping is by a flag as well as by cancelling, since a
+    cancellation that lands inside a client's timeout can come back as a TimeoutError."""
+    stop = asyncio.Event()
+
+    async def rounds() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(interval_s)
+            if stop.is_set():
+                return
+            try:
+                await work()
+            except redis.exceptions.RedisError:
+                logging.getLogger("pointgate").warning("%s: Redis unavailable; retrying", what)
+            except Exception:
+                logging.getLogger("pointgate").exception("%s: a round failed; retrying", what)
+
+    task = asyncio.create_task(rounds())
+    try:
+        yield
+    finally:
+        stop.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _points_expiry(app: web.Application):
+    """The scheduled expiry job: every process runs it; each lot expires once whoever gets there first."""
+    store = app[STORE]
+    async with every(app[SETTINGS].points_expiry_interval_s, lambda: expire_due(store), "points expiry"):
+        yield
 
 
 OWED_REVERSALS_INTERVAL_S = 2.0  # how soon a partner that is back gets the reversals it is owed
@@ -538,17 +738,24 @@ async def _partner_clients(app: web.Application):
     await connect_partners(app)
 
     async def send_owed() -> None:
-        while True:
-            await asyncio.sleep(OWED_REVERSALS_INTERVAL_S)
-            try:
-                await service.send_owed_reversals()
-                await app[EXCHANGES].resolve_pending()
-            except redis.exceptions.RedisError:
-                logging.getLogger("pointgate").warning("owed partner reversals: Redis unavailable; retrying")
+        await service.send_owed_reversals()
+        await app[EXCHANGES].resolve_pending()
 
-    task = asyncio.create_task(send_owed())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with every(OWED_REVERSALS_INTERVAL_S, send_owed, "owed partner reversals"):
+        yield
+    await session.close()
+
+
+async def _bank(app: web.Application):
+    """One HTTP session for the bank, and the task that resolves cash-outs whose answer was lost.
+    Without `bank_url` there is neither, and cash-outs answer bank_unavailable."""
+    settings, cashouts = app[SETTINGS], app[CASHOUTS]
+    if not settings.bank_url:
+        yield
+        return
+    session = aiohttp.ClientSession()
+    cashouts.bank = BankClient(session, settings.bank_url, settings.bank_api_key, settings.bank_timeout_s)
+    async with every(settings.bank_resolve_interval_s, cashouts.resolve_pending, "pending cash-outs"):
+        yield
+    cashouts.bank = None
     await session.close()

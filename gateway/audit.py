@@ -42,6 +42,11 @@ class StoredWallet:
     unit: str
     available: int
     held: int
+    expiring: int = 0
+    lot_points: int = 0
+    """The sum of the member's unspent lots of expiring points (must equal `expiring`)."""
+    events: tuple[str, ...] | None = None
+    """The entry ids of the member's event stream, in order (None: not read)."""
 
 
 @dataclass
@@ -80,6 +85,7 @@ def replay(
     problems = report.problems
     balances: dict[tuple[str, str], int] = defaultdict(int)
     seen: dict[int, dict[str, str]] = defaultdict(dict)
+    touching: dict[str, list[str]] = defaultdict(list)
     for entry in entries:
         report.entries += 1
         where = f"entry {entry.entry_id} ({entry.stream_id}, partition {entry.partition})"
@@ -92,6 +98,8 @@ def replay(
         for unit, total in sums.items():
             if total != 0:
                 problems.append(f"{where}: postings in {unit} sum to {total}, not 0")
+        for member_id in {a.split(":")[1] for a, _, _ in entry.postings if a.startswith("member:")}:
+            touching[member_id].append(entry.entry_id)
         if entry.entry_id in seen[entry.partition]:
             problems.append(f"{where}: entry id already used by {seen[entry.partition][entry.entry_id]}")
         seen[entry.partition][entry.entry_id] = entry.stream_id
@@ -110,6 +118,11 @@ def replay(
     wallet_accounts = set()
     for wallet in wallets:
         report.members += 1
+        if wallet.expiring != wallet.lot_points or not 0 <= wallet.expiring <= wallet.available:
+            problems.append(f"member:{wallet.member_id}: {wallet.expiring} expiring points, lots of {wallet.lot_points}, "
+                            f"{wallet.available} available")
+        if wallet.events is not None and list(wallet.events) != touching.get(wallet.member_id, []):
+            problems.append(f"member:{wallet.member_id}: the event stream is not one event per journal entry, in order")
         for account, stored in ((f"member:{wallet.member_id}", wallet.available), (f"member:{wallet.member_id}:held", wallet.held)):
             wallet_accounts.add((account, wallet.unit))
             replayed = balances.get((account, wallet.unit), 0)
@@ -152,8 +165,12 @@ async def run_audit(store: Store) -> AuditReport:
         entries.extend(await read_journal(store, partition))
         indexes[partition] = await store.redis.hgetall(keyspace.entry_index_key(partition))
         for member_id in sorted(members):
-            unit, available, held = await store.redis.hmget(keyspace.member_key(member_id), "unit", "available", "held")
+            unit, available, held, expiring = await store.redis.hmget(
+                keyspace.member_key(member_id), "unit", "available", "held", "expiring")
             if unit is None:
                 continue
-            wallets.append(StoredWallet(member_id, unit, int(available), int(held)))
+            lots = await store.redis.hvals(keyspace.member_lot_points_key(member_id))
+            events = await store.redis.xrange(keyspace.member_events_key(member_id))
+            wallets.append(StoredWallet(member_id, unit, int(available), int(held), int(expiring or 0),
+                                        sum(map(int, lots)), tuple(fields["entry"] for _, fields in events)))
     return replay(entries, wallets, indexes)

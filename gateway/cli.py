@@ -2,12 +2,14 @@
 
     gateway serve [--host H] [--port P] [--workers N]   run the gateway (bundled Redis unless REDIS_URL)
     gateway audit                 replay the journal; exit 1 naming the first discrepancy
+    gateway expire-points         expire every lot of points whose date has passed (the server does it every minute)
     gateway keys status           which keys encrypt how many device secrets
     gateway keys rotate           new active key, re-encrypt every secret, no downtime
     gateway keys retire KEY_ID    drop a key no secret uses any more
     gateway merchants create|add-store|add-terminal ...   register merchants, their stores and terminals
     gateway merchants issue-key|revoke-key ...            signing keys; a new secret is printed only once
     gateway merchants list|load-config                    show the registry; create what merchants.toml lists
+    gateway operators add ID [--name N]   an operator of the signed admin API (campaigns); prints its key once
     gateway partners set-key ID KEY_ID SECRET   the key a partner network issued us (stored encrypted)
     gateway partners list                       partners, their URLs and whether we hold their key
     gateway fx show | set FILE | reset          exchange rates: the current table; replace it at run time
@@ -26,9 +28,11 @@ import signal
 import sys
 from typing import Sequence
 
-from gateway import merchants_cli
+from gateway import merchants_cli, operators_cli
 from gateway import fx, keyspace
 from gateway.audit import run_audit
+from gateway.ledger import expire_due
+from gateway.cashouts import Cashouts
 from gateway.embedded_redis import EmbeddedRedisError
 from gateway.keyring import KeyringError
 from gateway.merchants import MerchantRegistry
@@ -47,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser.add_argument("--port", type=int, help="port to listen on")
     serve_parser.add_argument("--workers", type=int, help="worker processes sharing the port")
     commands.add_parser("audit", help="replay the journal and prove every balance")
+    commands.add_parser("expire-points", help="expire the points whose expiry date has passed, now")
     keys = commands.add_parser("keys", help="encryption keys of secrets at rest")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     key_commands.add_parser("status", help="key ids and how many secrets each encrypts")
@@ -54,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     retire = key_commands.add_parser("retire", help="remove a key that no secret uses")
     retire.add_argument("key_id")
     merchants_cli.add_parser(commands)
+    operators_cli.add_parser(commands)
     partners = commands.add_parser("partners", help="partner networks and the keys they issued us")
     partner_commands = partners.add_subparsers(dest="partners_command", required=True)
     set_key = partner_commands.add_parser("set-key", help="store the key a partner network issued us")
@@ -80,6 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, EmbeddedRedisError, KeyringError) as e:
         print(f"gateway: {e}", file=sys.stderr)
         return 2
+
+
+async def _expire_points(settings, args) -> int:
+    async with open_runtime(settings) as rt:
+        points = await expire_due(rt.store)
+    print(f"expire-points: {points:,} points expired")
+    return 0
 
 
 async def _audit(settings, args) -> int:
@@ -150,11 +163,12 @@ async def _keys(settings, args) -> int:
         registry = MerchantRegistry(rt.store, rt.keyring)
         partner_keys = PartnerKeys(rt.store, rt.keyring)
         partner_ids = [p.id for p in settings.partners]
+        cashouts = Cashouts(rt.store, rt.tokens, settings)
 
         async def in_use() -> dict[str, int]:
             counts: dict[str, int] = {}
             for part in (await rt.tokens.keys_in_use(), await registry.keyring_keys_in_use(),
-                         await partner_keys.keyring_keys_in_use(partner_ids)):
+                         await partner_keys.keyring_keys_in_use(partner_ids), await cashouts.keyring_keys_in_use()):
                 for k, n in part.items():
                     counts[k] = counts.get(k, 0) + n
             return counts
@@ -163,8 +177,9 @@ async def _keys(settings, args) -> int:
             old = rt.keyring.active
             devices = await rt.tokens.rotate_keys()
             merchant_keys = await registry.reencrypt_secrets() + await partner_keys.reencrypt(partner_ids)
-            print(f"keys: active key {old} -> {rt.keyring.active}; re-encrypted {devices} device secret(s) "
-                  f"and {merchant_keys} merchant and partner key secret(s)")
+            accounts = await cashouts.reencrypt()
+            print(f"keys: active key {old} -> {rt.keyring.active}; re-encrypted {devices} device secret(s), "
+                  f"{merchant_keys} merchant and partner key secret(s) and {accounts} bank account number(s)")
         elif args.keys_command == "retire":
             count = (await in_use()).get(args.key_id, 0)
             if count:
@@ -195,7 +210,7 @@ def _run_redis(settings) -> int:
     return 0
 
 
-_COMMANDS = {"fx": _fx, "audit": _audit, "keys": _keys, "merchants": merchants_cli.run, "partners": _partners}
+_COMMANDS = {"fx": _fx, "audit": _audit, "expire-points": _expire_points, "keys": _keys, "merchants": merchants_cli.run, "operators": operators_cli.run, "partners": _partners}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -215,3 +215,92 @@ def inbound_exchange_key(partner_id: str, exchange_ref: str) -> str:
 def partner_exchanges_key(partner_id: str) -> str:
     """Set: `<member_id>/<exchange_id>` of exchanges whose outcome at the partner is still unknown."""
     return f"{PREFIX}:partner:{{{partner_id}}}:exchanges"
+
+
+def member_events_key(member_id: str) -> str:
+    """Stream: one event per movement of the member's wallet (the app's history and live feed)."""
+    return f"{PREFIX}:{partition_tag(partition_of_member(member_id))}:events:{member_id}"
+
+
+def member_lots_key(member_id: str) -> str:
+    """Sorted set: the member's lots of expiring points (lot id = the crediting entry id), scored by expiry ms."""
+    return f"{PREFIX}:{partition_tag(partition_of_member(member_id))}:lots:{member_id}"
+
+
+def member_lot_points_key(member_id: str) -> str:
+    """Hash: lot id -> the lot's points not yet spent or expired."""
+    return f"{PREFIX}:{partition_tag(partition_of_member(member_id))}:lotpoints:{member_id}"
+
+
+def lots_due_key(partition: int) -> str:
+    """Sorted set: `<member id> <lot id>` of every lot in the partition, scored by expiry ms (the expiry job's index)."""
+    return f"{PREFIX}:{partition_tag(partition)}:lotsdue"
+
+
+def wallet_keys(member_id: str) -> list[str]:
+    """The member scope of every movement, in the order the Lua library's wallet_keys() reads them."""
+    partition = partition_of_member(member_id)
+    return [member_key(member_id), journal_key(partition), entry_index_key(partition), member_events_key(member_id),
+            member_lots_key(member_id), member_lot_points_key(member_id), lots_due_key(partition)]
+
+
+# -- cash-out ------------------------------------------------------------------
+# A member's bank accounts and cash-outs live in the member's partition; only
+# the queue of cash-outs whose outcome at the bank is unknown is global.
+
+
+def bank_accounts_key(member_id: str) -> str:
+    """Hash: bank account id -> JSON of a linked account (`bank_code`, masked number, holder,
+    `account_number_sealed` (AES-256-GCM), `keyring_key_id`)."""
+    return f"{PREFIX}:{partition_tag(partition_of_member(member_id))}:bankaccts:{member_id}"
+
+
+def cashout_key(partition: int, cashout_id: str) -> str:
+    """String: JSON of one cash-out (state pending, paid or failed; points, fee, amount, masked account, times)."""
+    return f"{PREFIX}:{partition_tag(partition)}:cashout:{cashout_id}"
+
+
+def member_cashouts_key(member_id: str) -> str:
+    """Sorted set: the member's cash-out ids, scored by creation ms (the list, newest first)."""
+    return f"{PREFIX}:{partition_tag(partition_of_member(member_id))}:cashouts:{member_id}"
+
+
+def cashout_lease_key(partition: int, cashout_id: str) -> str:
+    """String with an expiry: held by the one process talking to the bank about a cash-out right now."""
+    return f"{PREFIX}:{partition_tag(partition)}:cashoutlease:{cashout_id}"
+
+
+CASHOUTS_PENDING_KEY = f"{PREFIX}:bank:pending"
+"""Set: `<member_id>/<cashout_id>` of cash-outs whose outcome at the bank is still unknown (resolved in the background)."""
+
+
+# -- coupons -------------------------------------------------------------------
+# An issued coupon lives in its member's partition, so the payment script that
+# redeems it touches only that partition. Campaigns (the terms coupons are
+# issued under) are global: they are read when issuing, never on the payment path.
+
+CAMPAIGNS_KEY = f"{PREFIX}:campaigns"
+"""Hash: campaign id -> JSON of the campaign (config/campaigns.toml's, and the operators')."""
+
+CAMPAIGN_ISSUED_KEY = f"{PREFIX}:campaigns:issued"
+"""Hash: campaign id -> coupons issued so far (the total_limit counter; never below the true count)."""
+
+
+def coupon_key(partition: int, code: str) -> str:
+    """Hash: one issued coupon, a snapshot of its campaign's terms (fields in gateway/coupons.py COUPON_FIELDS)."""
+    return f"{PREFIX}:{partition_tag(partition)}:coupon:{code}"
+
+
+def member_coupons_key(member_id: str) -> str:
+    """Sorted set: the member's coupon codes, scored by issued ms."""
+    return f"{PREFIX}:{partition_tag(partition_of_member(member_id))}:coupons:{member_id}"
+
+
+def coupon_counts_key(member_id: str) -> str:
+    """Hash: campaign id -> coupons of that campaign issued to the member (the per-member limit's counter)."""
+    return f"{PREFIX}:{partition_tag(partition_of_member(member_id))}:couponcount:{member_id}"
+
+
+def coupon_request_key(member_id: str, requester: str, idempotency_key: str) -> str:
+    """Hash with an expiry: `request_hash`, `code` of the coupon one issue request gave the member (its retries get it)."""
+    return f"{PREFIX}:{partition_tag(partition_of_member(member_id))}:couponreq:{member_id}:{requester}:{idempotency_key}"

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from gateway import keyspace
+from gateway import codes, keyspace
 from gateway.clock import wall_ms
 from gateway.store import Store
 
@@ -115,10 +115,14 @@ class Ledger:
 
     async def credit(
         self, member_id: str, amount: int, source: str, entry_id: str, unit: str,
-        kind: str = "credit", meta: Mapping[str, Any] | None = None,
+        kind: str = "credit", meta: Mapping[str, Any] | None = None, expires_ms: int | None = None,
     ) -> Movement:
-        """Move `amount` from the external account `source` into the member's available points."""
-        return await self._move("credit", member_id, entry_id, [check_amount(amount), check_account(source)], unit, kind, meta)
+        """Move `amount` from the external account `source` into the member's available points;
+        with `expires_ms`, as a lot of points that expires then (spent before points that do not)."""
+        if expires_ms is not None and not self.now_ms() < expires_ms <= AMOUNT_MAX:
+            raise LedgerError("invalid_expiry", f"points must expire in the future, not at {expires_ms!r} ms")
+        return await self._move("credit", member_id, entry_id, [check_amount(amount), check_account(source)], unit, kind, meta,
+                                extra_args=["" if expires_ms is None else str(expires_ms)])
 
     async def debit(
         self, member_id: str, amount: int, destination: str, entry_id: str, unit: str,
@@ -141,44 +145,74 @@ class Ledger:
     async def post(
         self, member_id: str, hold_id: str, destination: str, entry_id: str,
         kind: str = "post", meta: Mapping[str, Any] | None = None,
+        fee_account: str | None = None, fee_points: int = 0,
     ) -> Movement:
-        """Complete a pending hold: its points go to `destination`."""
-        return await self._finish(member_id, hold_id, "post", check_account(destination), entry_id, kind, meta)
+        """Complete a pending hold: its points go to `destination`, less `fee_points` to `fee_account`."""
+        if type(fee_points) is not int or fee_points < 0 or (fee_points and fee_account is None):
+            raise LedgerError("invalid_fee", f"a fee is a non-negative integer with a fee account, got {fee_points!r}")
+        fee = [check_account(fee_account) if fee_account else "", str(fee_points)]
+        return await self._finish(member_id, hold_id, "post", check_account(destination), entry_id, kind, meta, fee)
 
     async def void(
         self, member_id: str, hold_id: str, entry_id: str,
         kind: str = "void", meta: Mapping[str, Any] | None = None,
     ) -> Movement:
         """Cancel a pending hold: its points return to the member's available balance."""
-        return await self._finish(member_id, hold_id, "void", "", entry_id, kind, meta)
+        return await self._finish(member_id, hold_id, "void", "", entry_id, kind, meta, ["", "0"])
 
     async def _finish(
         self, member_id: str, hold_id: str, operation: str, destination: str, entry_id: str,
-        kind: str, meta: Mapping[str, Any] | None,
+        kind: str, meta: Mapping[str, Any] | None, fee: list[str],
     ) -> Movement:
         partition = keyspace.partition_of_member(member_id)
         check_entry_id(entry_id)
         reply = await self.store.run(
             "hold_finish",
-            [keyspace.member_key(member_id), keyspace.journal_key(partition),
-             keyspace.entry_index_key(partition), keyspace.hold_key(partition, check_entry_id(hold_id))],
-            [entry_id, operation, destination, kind, _meta_json(meta), self.now_ms(), member_id],
+            [*keyspace.wallet_keys(member_id), keyspace.hold_key(partition, check_entry_id(hold_id))],
+            [entry_id, operation, destination, kind, _meta_json(meta), self.now_ms(), member_id, *fee],
         )
         return _movement(entry_id, reply)
 
     async def _move(
         self, script: str, member_id: str, entry_id: str, middle: list[str], unit: str,
         kind: str, meta: Mapping[str, Any] | None, extra_keys: list[str] | None = None,
+        extra_args: list[str] | None = None,
     ) -> Movement:
-        partition = keyspace.partition_of_member(member_id)
         check_entry_id(entry_id)
-        keys = [keyspace.member_key(member_id), keyspace.journal_key(partition), keyspace.entry_index_key(partition)]
         reply = await self.store.run(
             script,
-            keys + (extra_keys or []),
-            [entry_id, *middle, kind, _meta_json(meta), self.now_ms(), member_id, unit],
+            keyspace.wallet_keys(member_id) + (extra_keys or []),
+            [entry_id, *middle, kind, _meta_json(meta), self.now_ms(), member_id, unit, *(extra_args or [])],
         )
         return _movement(entry_id, reply)
+
+
+EXPIRY_BATCH = 500  # due lots read per partition per pass
+
+
+async def expire_due(store: Store, now_ms: int | None = None) -> int:
+    """The scheduled expiry job: expire every lot whose time has come, in every partition.
+
+    Safe to run from many processes at once: each member's expiry is one
+    script that expires a lot's remaining points at most once. Returns the
+    points expired."""
+    now_ms = wall_ms() if now_ms is None else now_ms
+    expired = 0
+    partitions = range(codes.PARTITIONS)
+    while True:
+        async with store.redis.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                pipe.zrangebyscore(keyspace.lots_due_key(partition), "-inf", now_ms, start=0, num=EXPIRY_BATCH)
+            due = await pipe.execute()
+        members = {item.split(" ", 1)[0] for items in due for item in items}
+        this_pass = 0
+        for member_id in sorted(members):
+            reply = await store.run("expire", keyspace.wallet_keys(member_id), [member_id, now_ms])
+            this_pass += int(reply[1])
+        expired += this_pass
+        partitions = [p for p, items in zip(partitions, due) if len(items) == EXPIRY_BATCH]
+        if not partitions or not this_pass:
+            return expired
 
 
 def _meta_json(meta: Mapping[str, Any] | None) -> str:

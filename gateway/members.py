@@ -56,6 +56,38 @@ class EarningRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     member_id: Annotated[str, msgspec.Meta(pattern=MEMBER_ID_RE.pattern)]
     points: payments.Amount
     affiliate_ref: payments.OrderRef
+    expires_at: dt.datetime | None = None
+    """When these points expire (RFC 3339 with an offset); they are spent before points that do not."""
+
+
+EXPIRY_HORIZON_MS = 10 * 366 * 24 * 3600 * 1000  # an expiry more than ten years out is a typo, not a promise
+
+
+def expiry_ms(expires_at: dt.datetime | None, now_ms: int) -> str:
+    """The Lua argument for an optional expiry: '' for none, else epoch ms in the future."""
+    if expires_at is None:
+        return ""
+    if expires_at.tzinfo is None:
+        raise Problem("invalid_request", "expires_at needs a UTC offset, e.g. 2027-06-30T23:59:59+09:00")
+    ms = int(expires_at.timestamp() * 1000)
+    if not now_ms < ms <= now_ms + EXPIRY_HORIZON_MS:
+        raise Problem("invalid_request", "expires_at must be in the future and at most ten years away")
+    return str(ms)
+
+
+class SpendingSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    confirm_over_points: Annotated[int, msgspec.Meta(ge=0, le=10**12)] | None = None
+    """A payment of more points than this needs the member's approval in the app; None: never."""
+    daily_cap_points: Annotated[int, msgspec.Meta(ge=0, le=10**12)] | None = None
+    """At most this many points a day (the wallet's own cap if None or higher)."""
+
+
+class Confirmation(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    points: payments.Amount
+    """Approve one payment of up to this many points."""
+
+
+CONFIRMATION_TTL_S = 120  # long enough to show a new code to the cashier, short enough to be one payment
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +178,52 @@ class MemberService:
     async def balance(self, bearer: Bearer, member_id: str) -> dict[str, Any]:
         self._own(bearer, member_id)
         balance = await self.tokens.ledger.balance(member_id)
-        return {"member_id": member_id, "unit": balance.unit, "available": balance.available, "held": balance.held}
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keyspace.member_key(member_id), "expiring", "confirm_over", "daily_cap")
+            pipe.zrange(keyspace.member_lots_key(member_id), 0, 0, withscores=True)
+            (expiring, confirm_over, daily_cap), first_lot = await pipe.execute()
+        next_expiry = None
+        if first_lot:
+            lot, expires_ms = first_lot[0]
+            points = await self.store.redis.hget(keyspace.member_lot_points_key(member_id), lot)
+            next_expiry = {"points": int(points or 0), "expires_at": _iso(int(expires_ms))}
+        return {"member_id": member_id, "unit": balance.unit, "available": balance.available, "held": balance.held,
+                "expiring": int(expiring or 0), "next_expiry": next_expiry,
+                "settings": self._settings_view(confirm_over, daily_cap)}
+
+    # -- spending settings -------------------------------------------------------
+
+    def _settings_view(self, confirm_over: str | None, daily_cap: str | None) -> dict[str, Any]:
+        return {"confirm_over_points": None if confirm_over is None else int(confirm_over),
+                "daily_cap_points": int(daily_cap) if daily_cap is not None else self.settings.member_daily_points_max,
+                "daily_cap_max_points": self.settings.member_daily_points_max}
+
+    async def update_settings(self, bearer: Bearer, member_id: str, request: SpendingSettings) -> dict[str, Any]:
+        """The member's own limits: above `confirm_over_points` a payment waits for the member's
+        approval in the app; `daily_cap_points` caps a day's spending below the wallet's own cap."""
+        self._own(bearer, member_id)
+        cap_max = self.settings.member_daily_points_max
+        if request.daily_cap_points is not None and request.daily_cap_points > cap_max:
+            raise Problem("invalid_request", f"the daily cap can be at most {cap_max:,} points")
+        key = keyspace.member_key(member_id)
+        async with self.store.redis.pipeline(transaction=True) as pipe:
+            for field, value in (("confirm_over", request.confirm_over_points), ("daily_cap", request.daily_cap_points)):
+                if value is None:
+                    pipe.hdel(key, field)
+                else:
+                    pipe.hset(key, field, value)
+            pipe.hmget(key, "confirm_over", "daily_cap")
+            *_, (confirm_over, daily_cap) = await pipe.execute()
+        return self._settings_view(confirm_over, daily_cap)
+
+    async def confirm(self, bearer: Bearer, member_id: str, request: Confirmation) -> dict[str, Any]:
+        """The member approves one payment of up to `points` above their confirmation threshold,
+        for the next CONFIRMATION_TTL_S; the first such payment uses it up."""
+        self._own(bearer, member_id)
+        until_ms = self.now_ms() + CONFIRMATION_TTL_S * 1000
+        await self.store.redis.hset(keyspace.member_key(member_id),
+                                    mapping={"confirmed_points": request.points, "confirmed_until_ms": until_ms})
+        return {"points": request.points, "expires_at": _iso(until_ms)}
 
     async def codes(self, bearer: Bearer, member_id: str, slot: int, count: int) -> dict[str, Any]:
         await self._own_device(bearer, member_id, slot)
@@ -178,7 +255,6 @@ class MemberService:
 
     async def earn(self, caller: Caller, earning: EarningRequest, idempotency_key: str, request_hash: str) -> tuple[bytes, bool]:
         """Credit an affiliate's points to a member, once per key and per affiliate reference."""
-        partition = keyspace.partition_of_member(earning.member_id)
         earning_id = "earn_" + self._token_hex(8)
         keys = [
             keyspace.nonce_key(caller.merchant_id, caller.nonce),
@@ -186,10 +262,12 @@ class MemberService:
             keyspace.idempotency_key(caller.merchant_id, idempotency_key),
             keyspace.affiliate_budget_key(caller.merchant_id),
             keyspace.earning_key(caller.merchant_id, earning.affiliate_ref),
-            keyspace.member_key(earning.member_id), keyspace.journal_key(partition), keyspace.entry_index_key(partition),
+            *keyspace.wallet_keys(earning.member_id),
         ]
-        args = [NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, self.now_ms(), caller.merchant_id, earning.member_id,
-                earning.points, self.tokens.home.points_unit, earning_id, earning.affiliate_ref]
+        now_ms = self.now_ms()
+        args = [NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms, caller.merchant_id, earning.member_id,
+                earning.points, self.tokens.home.points_unit, earning_id, earning.affiliate_ref,
+                expiry_ms(earning.expires_at, now_ms)]
         reply = await self.store.run("earn", keys, args)
         if reply[0] not in ("done", "replay"):
             detail = {"over_budget": f"the affiliate can still issue {reply[1] if len(reply) > 1 else 0} points",
@@ -198,7 +276,8 @@ class MemberService:
         record = json.loads(reply[1])
         view = {"earning_id": record["earning_id"], "member_id": record["member_id"], "points": int(record["points"]),
                 "balance_after": int(record["balance_after"]), "affiliate_id": record["affiliate_id"],
-                "affiliate_ref": record["affiliate_ref"], "created_at": _iso(int(record["created_ms"]))}
+                "affiliate_ref": record["affiliate_ref"], "created_at": _iso(int(record["created_ms"])),
+                "expires_at": _iso(int(record["expires_ms"])) if record.get("expires_ms") else None}
         return payments.dumps(view), reply[0] == "replay"
 
 

@@ -46,9 +46,10 @@ from gateway.settings import Store as MerchantStore
 from gateway.signing import KEY_ID_PATTERN, MERCHANT_ID_PATTERN, SECRET_BYTES, SECRET_PREFIX
 from gateway.store import Store
 
-ROLES: Final = ("merchant", "affiliate", "partner")
+ROLES: Final = ("merchant", "affiliate", "partner", "operator")
 """A merchant's keys sign terminal requests, an affiliate's sign earnings, a partner network's sign
-its interop calls. None can use another role's routes."""
+its interop calls, an operator's sign administration (coupon campaigns). None can use another
+role's routes."""
 ACTIVE_KEYS_MAX: Final = 2
 """Two keys overlap during a rotation; a third active key is refused."""
 KEYS_ISSUED_MAX: Final = 1000

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from gateway import payments
+from gateway.coupons import CampaignRequest, CouponClaimRequest, CouponIssueRequest
 from gateway.problems import PROBLEMS
 
 
@@ -41,6 +42,19 @@ class Payment(msgspec.Struct):
     refunded_points: int
     created_at: str
     fx: "Fx | None"
+    discount: int
+    """The coupons' discount in minor units of the currency; the member paid `amount - discount`."""
+    coupons: "list[AppliedCoupon]"
+
+
+class AppliedCoupon(msgspec.Struct):
+    code: str
+    title: str
+    """The label for the receipt."""
+    campaign_id: str
+    discount: int
+    restored: bool
+    """The coupon was given back to the member (cancel, reversal or full refund)."""
 
 
 class Fx(msgspec.Struct):
@@ -54,6 +68,8 @@ class Refund(msgspec.Struct):
     payment_id: str
     amount: int
     points: int
+    discount_points: int
+    """The coupons' share of the refund, back to whoever funded the discount."""
     balance_after: int | None
     """The member's points after the refund; None when the member belongs to a partner network."""
     reason: str
@@ -113,6 +129,60 @@ class MemberBalance(msgspec.Struct):
     unit: str
     available: int
     held: int
+    expiring: int
+    """Of `available`, the points that expire (spent first, earliest first)."""
+    next_expiry: "NextExpiry | None"
+    settings: "SpendingSettingsView"
+
+
+class NextExpiry(msgspec.Struct):
+    points: int
+    expires_at: str
+
+
+class SpendingSettingsView(msgspec.Struct):
+    confirm_over_points: int | None
+    """A payment of more points needs the member's approval in the app; None: never."""
+    daily_cap_points: int
+    daily_cap_max_points: int
+    """The wallet's own daily cap; the member's can only be lower."""
+
+
+class ConfirmationView(msgspec.Struct):
+    points: int
+    expires_at: str
+
+
+class MemberEvent(msgspec.Struct):
+    event_id: str
+    """The stream id (`<ms>-<seq>`); pass it as `after`, `before` or Last-Event-ID."""
+    kind: str
+    """payment, cancel, refund, reversal, earning, expiry, exchange_hold/_post/_void, exchange_in,
+    cashout, cashout_paid, cashout_failed."""
+    points: int
+    """The signed change to the member's available points."""
+    held: int
+    """The signed change to the member's held points."""
+    available_after: int
+    held_after: int
+    at: str
+    entry_id: str
+    """The journal entry this event is the member's view of."""
+    details: dict[str, Any]
+    """What it was: store and merchant, amount and currency, coupons, FX rate, partner, affiliate, ..."""
+
+
+class History(msgspec.Struct):
+    items: list[MemberEvent]
+    """Newest first."""
+    next_before: str | None
+    """Pass as `before` for the next page; None after the first movement."""
+
+
+class EventPage(msgspec.Struct):
+    events: list[MemberEvent]
+    """Oldest first."""
+    last_event_id: str
 
 
 class OnlineCode(msgspec.Struct):
@@ -140,6 +210,7 @@ class Earning(msgspec.Struct):
     affiliate_id: str
     affiliate_ref: str
     created_at: str
+    expires_at: str | None
 
 
 class Exchange(msgspec.Struct):
@@ -165,6 +236,122 @@ class ExchangeCredit(msgspec.Struct):
     credited_at: str
 
 
+class BankAccount(msgspec.Struct):
+    bank_account_id: str
+    bank_code: str
+    account_number_masked: str
+    """Only the last four digits; the full number is never returned."""
+    holder_name: str
+    created_at: str
+
+
+class BankAccountList(msgspec.Struct):
+    bank_accounts: list[BankAccount]
+
+
+class CashoutAccount(msgspec.Struct):
+    bank_account_id: str
+    bank_code: str
+    account_number_masked: str
+    holder_name: str
+
+
+class Cashout(msgspec.Struct):
+    cashout_id: str
+    member_id: str
+    state: str
+    """pending (the bank's answer is awaited, the points are held), paid, or failed (the points are back)."""
+    points: int
+    """Taken from the wallet."""
+    fee_points: int
+    amount: int
+    """Paid into the bank account: points - fee_points, in minor units of the currency (1 point = 1 KRW)."""
+    currency: str
+    bank_account: CashoutAccount
+    reason: str | None
+    """Why it failed: the bank's reason (account_closed, ...) or insufficient_points."""
+    created_at: str
+    finished_at: str | None
+    bank_completed_at: str | None
+
+
+class CashoutList(msgspec.Struct):
+    cashouts: list[Cashout]
+
+
+class CouponDiscount(msgspec.Struct):
+    kind: str
+    """percent or fixed"""
+    percent: str | None
+    """For percent: e.g. "10" or "12.5" (exact, never a float)."""
+    amount: int | None
+    """For fixed: minor units off."""
+    cap: int | None
+    """For percent: the most it takes off, minor units; None: no cap."""
+
+
+class CouponCampaign(msgspec.Struct):
+    campaign_id: str
+    title: str
+    issuer: str
+    """The home network's id or a partner network's."""
+    funding: str
+    """The ledger account that pays the discounts: campaign:<id> at home, partner:<id> for a partner's."""
+    merchants: list[str]
+    """Merchant ids, or ["*"] for every merchant."""
+    currency: str
+    min_spend: int
+    discount: CouponDiscount
+    description: str
+    """The terms in words."""
+    valid_from: str
+    valid_until: str
+    per_member_limit: int
+    total_limit: int | None
+    stackable: bool
+    claimable: bool
+    status: str
+    """scheduled, active or ended."""
+    issued: int
+    """Coupons issued so far (never fewer than the real count; may be more by issues that died)."""
+    source: str
+    """config (config/campaigns.toml) or operator."""
+    created_at: str | None
+
+
+class CouponCampaignList(msgspec.Struct):
+    campaigns: list[CouponCampaign]
+
+
+class MemberCoupon(msgspec.Struct):
+    code: str
+    """CP + 12 characters: what the store scans."""
+    campaign_id: str
+    title: str
+    issuer: str
+    state: str
+    """issued (usable from valid_from), redeemed, or expired."""
+    discount: CouponDiscount
+    description: str
+    currency: str
+    min_spend: int
+    merchants: list[str]
+    stackable: bool
+    valid_from: str
+    valid_until: str
+    issued_at: str
+    redeemed_at: str | None
+    payment_id: str | None
+    discount_applied: int
+    """What it took off the payment it was redeemed in, minor units; 0 until then."""
+
+
+class MemberCouponList(msgspec.Struct):
+    member_id: str
+    coupons: list[MemberCoupon]
+    """Newest first, at most 100."""
+
+
 class ProblemDetails(msgspec.Struct):
     type: str
     title: str
@@ -183,6 +370,8 @@ _APPROVED = {
     "merchant_id": "gs25", "store_id": "gs25-gangnam-01", "terminal_id": "t1", "order_ref": "POS1-20261201-0042",
     "business_day": "2026-12-01", "refunded_amount": 0, "refunded_points": 0, "created_at": "2026-12-01T03:14:15.926Z",
     "fx": None,
+    "discount": 0,
+    "coupons": [],
 }
 _INTEROP = dict(_APPROVED, amount=100, currency="TWD", points=4334, merchant_id="taishin", store_id="interop",
                 terminal_id="interop", order_ref="TS-FM-20261201-0007", fx={"quote_id": "q_9c1e5b2d4f60a8e1", "rate": "43.3356"})
@@ -190,7 +379,7 @@ _DECLINED = dict(_APPROVED, status="declined", points=0, balance_after=None, app
     "code": "insufficient_points", "message": payments.DECLINES["insufficient_points"][0],
     "message_ko": payments.DECLINES["insufficient_points"][1]})
 _REFUND = {"refund_id": "rf_5c0f2a9d11e4b7a3", "payment_id": _APPROVED["payment_id"], "amount": 1500, "points": 1500,
-           "balance_after": 9000, "reason": "one item returned", "created_at": "2026-12-01T03:20:00.000Z"}
+           "discount_points": 0, "balance_after": 9000, "reason": "one item returned", "created_at": "2026-12-01T03:20:00.000Z"}
 _TOTALS = {"sale_count": 12, "sale_amount": 54000, "void_count": 1, "void_amount": 3000, "refund_count": 0, "refund_amount": 0}
 
 SIGNED = [{"pointgateSignature": []}]
@@ -207,7 +396,17 @@ _EXCHANGE = {"exchange_id": "ex_3f9a1c0d5e7b2a46", "member_id": "m62275aed6dc14c
 _CREDIT = {"credit_id": "xin_ex_3f9a1c0d5e7b2a46", "exchange_ref": "ex_3f9a1c0d5e7b2a46", "member_id": "m62275aed6dc14cb",
            "points": 230, "credited_at": "2026-12-01T03:14:16.100Z"}
 _EARNING = {"earning_id": "earn_5c0f2a9d11e4b7a3", "member_id": "m62275aed6dc14cb", "points": 12000, "balance_after": 12000,
-            "affiliate_id": "hana-card", "affiliate_ref": "CARD-2026-11-CASHBACK-0001", "created_at": "2026-12-01T03:14:15.926Z"}
+            "affiliate_id": "hana-card", "affiliate_ref": "CARD-2026-11-CASHBACK-0001", "created_at": "2026-12-01T03:14:15.926Z",
+            "expires_at": "2027-12-31T14:59:59.000Z"}
+_BANK_ACCOUNT = {"bank_account_id": "ba_7d1e0c9b2a4f6e38", "bank_code": "081", "account_number_masked": "********5678",
+                 "holder_name": "김민지", "created_at": "2026-12-01T03:10:00.000Z"}
+_CASHOUT = {"cashout_id": "co_4b8e2f1a9c0d7e65", "member_id": "m62275aed6dc14cb", "state": "paid", "points": 20000,
+            "fee_points": 500, "amount": 19500, "currency": "KRW",
+            "bank_account": {k: _BANK_ACCOUNT[k] for k in ("bank_account_id", "bank_code", "account_number_masked", "holder_name")},
+            "reason": None, "created_at": "2026-12-01T03:14:15.926Z", "finished_at": "2026-12-01T03:14:16.210Z",
+            "bank_completed_at": "2026-12-01T03:14:16.180Z"}
+_CASHOUT_PENDING = dict(_CASHOUT, state="pending", finished_at=None, bank_completed_at=None)
+_CASHOUT_FAILED = dict(_CASHOUT, state="failed", reason="account_closed")
 MERCHANT_HEADERS = [
     {"name": "Idempotency-Key", "in": "header", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{8,128}$"},
      "description": "one per operation; a retry sends the same key and body and gets the same response"},
@@ -216,6 +415,27 @@ MERCHANT_HEADERS = [
 ]
 
 # (method, path, summary, request type, success status, response type, example, problem codes)
+_EVENT = {"event_id": "1764558855123-0", "kind": "payment", "points": -4500, "held": 0, "available_after": 7500, "held_after": 0,
+        "at": "2026-12-01T03:14:15.123Z", "entry_id": "pay:pay_62217c1a9e0f3b2d4a5",
+        "details": {"payment_id": "pay_62217c1a9e0f3b2d4a5", "merchant_id": "gs25", "merchant_name": "GS25",
+                    "store_id": "gs25-gangnam-01", "store_name": "GS25 Gangnam", "amount": 5000, "currency": "KRW",
+                    "discount": 500, "coupons": [{"code": "CPK7M2Q9XW4HNP", "campaign_id": "gs25-welcome",
+                                                  "title": "GS25 10% off", "discount": 500}]}}
+
+_COUPON_DISCOUNT = {"kind": "percent", "percent": "10", "amount": None, "cap": 2000}
+_CAMPAIGN = {"campaign_id": "gs25-welcome", "title": "GS25 10% off", "issuer": "hana", "funding": "campaign:gs25-welcome",
+             "merchants": ["gs25"], "currency": "KRW", "min_spend": 5000, "discount": _COUPON_DISCOUNT,
+             "description": "10% off (up to 2,000 KRW) when you spend 5,000 KRW or more at GS25",
+             "valid_from": "2026-10-31T15:00:00.000Z", "valid_until": "2027-12-31T14:59:59.000Z", "per_member_limit": 1,
+             "total_limit": None, "stackable": False, "claimable": True, "status": "active", "issued": 0,
+             "source": "operator", "created_at": "2026-12-01T03:14:15.926Z"}
+_MEMBER_COUPON = {"code": "CP7KQ2MZ9XW4HT", "campaign_id": "gs25-welcome", "title": "GS25 10% off", "issuer": "hana",
+                  "state": "issued", "discount": _COUPON_DISCOUNT, "description": _CAMPAIGN["description"],
+                  "currency": "KRW", "min_spend": 5000, "merchants": ["gs25"], "stackable": False,
+                  "valid_from": "2026-10-31T15:00:00.000Z", "valid_until": "2027-12-31T14:59:59.000Z",
+                  "issued_at": "2026-12-01T03:14:15.926Z", "redeemed_at": None, "payment_id": None, "discount_applied": 0}
+_CAMPAIGN_ISSUE_PROBLEMS = ("campaign_not_found", "campaign_ended", "campaign_exhausted", "coupon_limit_reached",
+                            "member_not_found")
 OPERATIONS: tuple[tuple[str, str, str, type | None, int, type, Any, tuple[str, ...]], ...] = (
     ("post", "/v1/payments", "Sale: authorise a scanned code and debit points", payments.SaleRequest, 201, Payment,
      {"approved": _APPROVED, "declined": _DECLINED},
@@ -278,10 +498,41 @@ OPERATIONS: tuple[tuple[str, str, str, type | None, int, type, Any, tuple[str, .
       "insufficient_points_for_exchange")),
     ("get", "/v1/members/{member_id}/exchanges/{exchange_id}", "One exchange (poll a pending one)", None, 200, Exchange,
      {"pending": dict(_EXCHANGE, state="pending")}, ("member_not_found", "exchange_not_found")),
+    ("post", "/v1/members/{member_id}/bank-accounts", "Link a bank account for cash-outs (the number is stored encrypted)",
+     "BankAccountRequest", 201, BankAccount, {"linked": _BANK_ACCOUNT},
+     ("invalid_json", "invalid_request", "unsupported_media_type", "member_not_found", "too_many_bank_accounts",
+      "idempotency_in_progress")),
+    ("get", "/v1/members/{member_id}/bank-accounts", "The member's linked bank accounts (numbers masked)", None, 200,
+     BankAccountList, {"one": {"bank_accounts": [_BANK_ACCOUNT]}}, ("member_not_found",)),
+    ("post", "/v1/members/{member_id}/cashouts", "Cash points out to a linked bank account (1 point = 1 KRW, less the fee)",
+     "CashoutRequest", 201, Cashout, {"paid": _CASHOUT, "failed": _CASHOUT_FAILED},
+     ("invalid_json", "invalid_request", "unsupported_media_type", "idempotency_key_missing", "idempotency_mismatch",
+      "idempotency_in_progress", "member_not_found", "bank_account_not_found", "cashout_below_minimum",
+      "insufficient_points_for_cashout", "bank_unavailable")),
+    ("get", "/v1/members/{member_id}/cashouts", "The member's cash-outs, newest first (?limit=1-100, default 20)", None, 200,
+     CashoutList, {"two": {"cashouts": [_CASHOUT_PENDING, _CASHOUT]}}, ("invalid_request", "member_not_found")),
+    ("get", "/v1/members/{member_id}/cashouts/{cashout_id}", "One cash-out (poll a pending one)", None, 200, Cashout,
+     {"pending": _CASHOUT_PENDING}, ("member_not_found", "cashout_not_found")),
     ("post", "/v1/members", "Enrol a member and their first device (secret and token shown once)", None, 201, Enrolment,
      {"enrolled": _ENROLMENT}, ("invalid_request", "invalid_json")),
     ("get", "/v1/members/{member_id}", "The member's balance", None, 200, MemberBalance,
-     {"balance": {"member_id": "m62275aed6dc14cb", "unit": "HMP", "available": 7500, "held": 0}}, ("member_not_found",)),
+     {"balance": {"member_id": "m62275aed6dc14cb", "unit": "HMP", "available": 7500, "held": 0, "expiring": 2000,
+                  "next_expiry": {"points": 2000, "expires_at": "2026-12-31T14:59:59.000Z"},
+                  "settings": {"confirm_over_points": 50000, "daily_cap_points": 300000, "daily_cap_max_points": 3000000}}},
+     ("member_not_found",)),
+    ("get", "/v1/members/{member_id}/history", "Every movement of the wallet, newest first, a page at a time", None, 200,
+     History, {"page": {"items": [_EVENT], "next_before": "1764558855123-0"}}, ("member_not_found", "invalid_request")),
+    ("get", "/v1/members/{member_id}/events", "The wallet's events after an offset, oldest first", None, 200,
+     EventPage, {"page": {"events": [_EVENT], "last_event_id": "1764558855123-0"}}, ("member_not_found", "invalid_request")),
+    ("get", "/v1/members/{member_id}/events/live", "Server-sent events: each movement of the wallet as it happens",
+     None, 200, None, {}, ("member_not_found", "invalid_request")),
+    ("put", "/v1/members/{member_id}/settings", "The member's spending limits (confirmation threshold, daily cap)",
+     "SpendingSettings", 200, SpendingSettingsView,
+     {"set": {"confirm_over_points": 50000, "daily_cap_points": 300000, "daily_cap_max_points": 3000000}},
+     ("invalid_json", "invalid_request", "unsupported_media_type", "member_not_found")),
+    ("post", "/v1/members/{member_id}/confirmations", "Approve one payment above the confirmation threshold",
+     "Confirmation", 201, ConfirmationView, {"approved": {"points": 80000, "expires_at": "2026-12-01T03:16:15.123Z"}},
+     ("invalid_json", "invalid_request", "unsupported_media_type", "member_not_found")),
     ("post", "/v1/members/{member_id}/devices", "Enrol another device", None, 201, Enrolment,
      {"enrolled": _ENROLMENT}, ("member_not_found", "too_many_devices")),
     ("delete", "/v1/members/{member_id}/devices/{slot}", "Revoke a device (lost phone) and its token", None, 200,
@@ -299,8 +550,34 @@ OPERATIONS: tuple[tuple[str, str, str, type | None, int, type, Any, tuple[str, .
      {"credited": _EARNING},
      ("invalid_json", "invalid_request", "idempotency_key_missing", "idempotency_mismatch", "forbidden",
       "member_not_found", "over_budget", "affiliate_ref_in_use")),
+    ("post", "/v1/campaigns", "An operator creates a coupon campaign", CampaignRequest, 201, CouponCampaign,
+     {"created": _CAMPAIGN},
+     ("invalid_json", "invalid_request", "unsupported_media_type", "idempotency_key_missing", "idempotency_mismatch",
+      "idempotency_in_progress", "forbidden", "campaign_exists", "too_many_campaigns")),
+    ("get", "/v1/campaigns", "Coupon campaigns: an operator sees all, a partner network its own", None, 200,
+     CouponCampaignList, {"listed": {"campaigns": [_CAMPAIGN]}}, ("forbidden",)),
+    ("get", "/v1/campaigns/{campaign_id}", "One coupon campaign and how many coupons it issued", None, 200,
+     CouponCampaign, {"found": dict(_CAMPAIGN, issued=1204)}, ("forbidden", "campaign_not_found")),
+    ("post", "/v1/campaigns/{campaign_id}/coupons", "Issue one coupon of the campaign to a member (an operator, "
+     "or the partner network that issues the campaign)", CouponIssueRequest, 201, MemberCoupon, {"issued": _MEMBER_COUPON},
+     ("invalid_json", "invalid_request", "unsupported_media_type", "idempotency_key_missing", "idempotency_mismatch",
+      "idempotency_in_progress", "forbidden", *_CAMPAIGN_ISSUE_PROBLEMS)),
+    ("get", "/v1/members/{member_id}/coupons", "The member's coupons, newest first (?state=issued|redeemed|expired)",
+     None, 200, MemberCouponList, {"listed": {"member_id": "m62275aed6dc14cb", "coupons": [_MEMBER_COUPON]}},
+     ("invalid_request", "member_not_found")),
+    ("post", "/v1/members/{member_id}/coupons", "The member claims a coupon of a claimable campaign",
+     CouponClaimRequest, 201, MemberCoupon, {"claimed": _MEMBER_COUPON},
+     ("invalid_json", "invalid_request", "unsupported_media_type", "idempotency_key_missing", "idempotency_mismatch",
+      "campaign_not_claimable", *_CAMPAIGN_ISSUE_PROBLEMS)),
 )
 MEMBER_PROBLEMS = ("unauthorized", "storage_unavailable", "internal_error")
+OTHER_SUCCESS: dict[tuple[str, str], dict[int, tuple[str, dict[str, Any]]]] = {
+    ("post", "/v1/members/{member_id}/bank-accounts"): {
+        200: ("The same bank and account number were already linked: the existing account", {"existing": _BANK_ACCOUNT})},
+    ("post", "/v1/members/{member_id}/cashouts"): {
+        202: ("Pending: the bank's answer is awaited and the points are held; poll the cash-out", {"pending": _CASHOUT_PENDING})},
+}
+"""Success statuses besides an operation's main one, with the same response type."""
 OPS_ROUTES = (
     ("/healthz", "Liveness: the process answers"),
     ("/readyz", "Readiness: Redis reachable and scripts loaded"),
@@ -329,9 +606,12 @@ def _security(method: str, path: str) -> tuple[list[dict[str, list[str]]], tuple
 def _operations() -> list[tuple]:
     from gateway.members import EarningRequest
 
-    from gateway.members import ExchangeRequest, InboundExchangeRequest
+    from gateway.members import Confirmation, ExchangeRequest, InboundExchangeRequest, SpendingSettings
+    from gateway.cashouts import BankAccountRequest, CashoutRequest
 
     named = {"EarningRequest": EarningRequest, "ExchangeRequest": ExchangeRequest,
+             "SpendingSettings": SpendingSettings, "Confirmation": Confirmation,
+             "BankAccountRequest": BankAccountRequest, "CashoutRequest": CashoutRequest,
              "InboundExchangeRequest": InboundExchangeRequest, "InteropSaleRequest": payments.InteropSaleRequest,
              "InteropActionRequest": payments.InteropActionRequest, "InteropRefundRequest": payments.InteropRefundRequest,
              "InteropReversalRequest": payments.InteropReversalRequest}
@@ -354,13 +634,17 @@ def openapi_document() -> dict[str, Any]:
         for code in codes:
             by_status.setdefault(PROBLEMS[code].status, []).append(code)
         if response_type is None:
-            media = "image/svg+xml" if path.endswith(".svg") else "image/png"
+            media = "image/svg+xml" if path.endswith(".svg") else "text/event-stream" if path.endswith("/live") else "image/png"
             success = {media: {"schema": {"type": "string", "contentMediaType": media}}}
         else:
             success = {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{response_type.__name__}"},
                 "examples": {name: {"value": value} for name, value in examples.items()}}}
         responses: dict[str, Any] = {str(status): {"description": summary, "content": success}}
+        for other_status, (description, other_examples) in OTHER_SUCCESS.get((method, path), {}).items():
+            responses[str(other_status)] = {"description": description, "content": {"application/json": {
+                "schema": success["application/json"]["schema"],
+                "examples": {name: {"value": value} for name, value in other_examples.items()}}}}
         for problem_status, problem_codes in sorted(by_status.items()):
             responses[str(problem_status)] = {
                 "description": "problem: " + ", ".join(problem_codes),
@@ -381,10 +665,23 @@ def openapi_document() -> dict[str, Any]:
                                             "schema": {"enum": ["code128", "qr"]}})
         if path == "/v1/interop/exchanges" and method == "get":
             operation["parameters"].append({"name": "exchange_ref", "in": "query", "required": True, "schema": {"type": "string"}})
-        if path.endswith("/exchanges") and path.startswith("/v1/members") and method == "post":
+        if path.endswith(("/exchanges", "/cashouts")) and path.startswith("/v1/members") and method == "post":
             operation["parameters"].append(MERCHANT_HEADERS[0])
+        if path == "/v1/members/{member_id}/coupons":
+            if method == "post":
+                operation["parameters"].append(MERCHANT_HEADERS[0])
+            else:
+                operation["parameters"].append({"name": "state", "in": "query", "required": False,
+                                                "schema": {"enum": ["issued", "redeemed", "expired"]}})
         if path == "/v1/interop/payments" and method == "get":
             operation["parameters"].append({"name": "partner_ref", "in": "query", "required": True, "schema": {"type": "string"}})
+        for name, where in (("before", "/history"), ("limit", "/history"), ("after", "/events"), ("limit", "/events"),
+                            ("after", "/events/live")):
+            if path.startswith("/v1/members") and path.endswith(where):
+                operation["parameters"].append({"name": name, "in": "query", "required": False, "schema": {"type": "string"}})
+        if path.endswith("/cashouts") and method == "get":
+            operation["parameters"].append({"name": "limit", "in": "query", "required": False,
+                                            "schema": {"type": "integer", "minimum": 1, "maximum": 100}})
         if path == "/v1/payments" and method == "get":
             operation["parameters"].append({"name": "order_ref", "in": "query", "required": True, "schema": {"type": "string"}})
         if request_type is not None:

@@ -16,7 +16,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
 import aiohttp
@@ -105,11 +105,15 @@ class PartnerClient:
         self.breaker.succeeded()
         return status, doc
 
-    async def authorise(self, payment_id: str, code: str, amount: int, currency: str, merchant_name: str) -> dict[str, Any]:
-        """The partner's payment object (approved or declined); PartnerError when unknown."""
-        status, doc = await self._call("POST", "/v1/interop/payments", {
-            "code": code, "amount": amount, "currency": currency, "partner_ref": payment_id,
-            "merchant_name": merchant_name}, "pg-out-" + payment_id)
+    async def authorise(self, payment_id: str, code: str, amount: int, currency: str, merchant_name: str,
+                        coupon_codes: Sequence[str] = ()) -> dict[str, Any]:
+        """The partner's payment object (approved or declined); PartnerError when unknown.
+        The member's coupons go with it: they are the partner's coupons, applied there."""
+        document: dict[str, Any] = {"code": code, "amount": amount, "currency": currency, "partner_ref": payment_id,
+                                    "merchant_name": merchant_name}
+        if coupon_codes:
+            document["coupon_codes"] = list(coupon_codes)
+        status, doc = await self._call("POST", "/v1/interop/payments", document, "pg-out-" + payment_id)
         if status != 201:
             raise PartnerRefused(status, (doc or {}).get("code", "unknown"))
         return doc

@@ -13,7 +13,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from gateway import codes, fx, keyspace, payments
 from gateway.clock import wall_ms
@@ -58,14 +58,15 @@ class Answer:
     outcome: str = ""  # approved, or the decline code (for metrics and the access log)
 
 
-def _no_member_key(partition: int) -> str:
-    """A member key of the right partition for a script that will not touch it.
+def _no_member_id(partition: int) -> str:
+    """A member id of the right partition for a script that will not touch its wallet.
 
     Scripts declare every key they may touch (Redis Cluster routes on them);
     a sale declined before any member was known, or a reversal of such a
-    sale, still passes one in the member's slot so the key list keeps its shape.
+    sale, still passes the wallet keys of the member's partition so the key
+    list keeps its shape.
     """
-    return keyspace.member_key(keyspace.new_member_id(partition, "0" * 12))
+    return keyspace.new_member_id(partition, "0" * 12)
 
 
 class PaymentService:
@@ -117,8 +118,8 @@ class PaymentService:
             raise Problem("amount_above_maximum", f"the maximum for one payment is {self.settings.amount_max_krw:,} {sale.currency}")
         return await self._authorise(
             caller, sale.code, sale.amount, sale.currency, sale.amount, sale.order_ref, sale.store_id, sale.terminal_id,
-            "invalid_coupon" if sale.coupon_codes else "",  # no coupon campaign exists yet, so no coupon applies
-            f"merchant:{caller.merchant_id}", None, idempotency_key, request_hash, checked=checked)
+            "", f"merchant:{caller.merchant_id}", None, idempotency_key, request_hash, checked=checked,
+            coupon_codes=sale.coupon_codes)
 
     async def interop_sale(self, caller: Caller, sale: payments.InteropSaleRequest, idempotency_key: str,
                            request_hash: str) -> Answer:
@@ -139,7 +140,7 @@ class PaymentService:
             raise Problem("amount_above_maximum", f"the maximum for one payment is {self.settings.amount_max_krw:,} points")
         return await self._authorise(
             caller, sale.code, sale.amount, sale.currency, points, sale.partner_ref, INTEROP_STORE, INTEROP_STORE, "",
-            f"partner:{caller.merchant_id}", quote, idempotency_key, request_hash, now_ms)
+            f"partner:{caller.merchant_id}", quote, idempotency_key, request_hash, now_ms, coupon_codes=sale.coupon_codes)
 
     async def rates(self) -> fx.RateTable:
         """The operator's current rates (`gateway fx set`), re-read at most every RATES_CACHE_S;
@@ -155,8 +156,12 @@ class PaymentService:
     async def _authorise(self, caller: Caller, code_text: str, amount: int, currency: str, points: int, order_ref: str,
                          store_id: str, terminal_id: str, decline: str, account: str, quote: "fx.Quote | None",
                          idempotency_key: str, request_hash: str, now_ms: int | None = None,
-                         checked: "codes.PaymentCode | Outcome | None" = None) -> Answer:
-        """Verify the code and debit `points` to `account`, in one script call."""
+                         checked: "codes.PaymentCode | Outcome | None" = None,
+                         coupon_codes: Sequence[str] = ()) -> Answer:
+        """Verify the code, apply the coupons and debit `points` (less the discount) to `account`,
+        in one script call."""
+        if not all(payments.COUPON_CODE_RE.match(c) for c in coupon_codes) or len(set(coupon_codes)) < len(coupon_codes):
+            decline, coupon_codes = decline or "invalid_coupon", ()
         now_ms = self.now_ms() if now_ms is None else now_ms
         member_id = ""
         slot = 0
@@ -179,8 +184,8 @@ class PaymentService:
             keyspace.order_key(caller.merchant_id, order_ref),
             *self._batch_keys(caller, store_id, terminal_id),
             keyspace.device_key(slot), keyspace.used_codes_key(slot),
-            keyspace.member_key(member_id) if member_id else _no_member_key(partition),
-            keyspace.journal_key(partition), keyspace.entry_index_key(partition), keyspace.payment_key(payment_id),
+            *keyspace.wallet_keys(member_id or _no_member_id(partition)), keyspace.payment_key(payment_id),
+            *(keyspace.coupon_key(partition, code) for code in coupon_codes),
         ]
         args = [
             NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms,
@@ -190,6 +195,7 @@ class PaymentService:
             payments.business_day(now_ms, caller.time_zone, caller.business_day_cutoff),
             self.settings.member_daily_points_max, payments.business_day(now_ms, self.settings.member_day_time_zone, "00:00"),
             decline, slot, account, quote.quote_id if quote else "", str(quote.rate) if quote else "",
+            " ".join(coupon_codes),
         ]
         reply = await self.store.run("pay", keys, args)
         record = self._record(reply)
@@ -233,7 +239,7 @@ class PaymentService:
             if fresh:
                 try:
                     return await finish(*_partner_decision(await client.authorise(
-                        payment_id, sale.code, sale.amount, sale.currency, caller.merchant_id)))
+                        payment_id, sale.code, sale.amount, sale.currency, caller.merchant_id, sale.coupon_codes)))
                 except PartnerRefused:
                     return await finish("declined", "unsupported_issuer")
                 except PartnerError:
@@ -264,7 +270,8 @@ class PaymentService:
             approval = f"{self._randbelow(10**APPROVAL_CODE_DIGITS):0{APPROVAL_CODE_DIGITS}d}"
             reply = await self.store.run("outbound_finish", keys, [
                 outcome, decline, approval, (partner or {}).get("payment_id", ""), (partner or {}).get("points", 0),
-                fx_doc.get("rate", ""), self.now_ms(), IDEMPOTENCY_TTL_S, fx_doc.get("quote_id", "")])
+                fx_doc.get("rate", ""), self.now_ms(), IDEMPOTENCY_TTL_S, fx_doc.get("quote_id", ""),
+                int((partner or {}).get("discount") or 0), _partner_coupons(partner)])
             return self._answer(reply)
 
         return finish
@@ -345,8 +352,7 @@ class PaymentService:
         partition = keyspace.partition_of_payment(payment_id)
         now_ms = self.now_ms()
         keys = self._claim_keys(caller, idempotency_key) + self._batch_keys(caller, body.store_id, body.terminal_id) + [
-            keyspace.member_key(record["member_id"]), keyspace.journal_key(partition),
-            keyspace.entry_index_key(partition), keyspace.payment_key(payment_id),
+            *_wallet_keys(record, partition), keyspace.payment_key(payment_id), *_coupon_keys(record, partition),
         ]
         args = [
             NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms, caller.merchant_id, payment_id,
@@ -364,8 +370,8 @@ class PaymentService:
         partition = keyspace.partition_of_payment(payment_id)
         refund_id = "rf_" + self._token_hex(8)
         keys = self._claim_keys(caller, idempotency_key) + self._batch_keys(caller, body.store_id, body.terminal_id) + [
-            keyspace.member_key(record["member_id"]), keyspace.journal_key(partition),
-            keyspace.entry_index_key(partition), keyspace.payment_key(payment_id), keyspace.refunds_key(payment_id),
+            *_wallet_keys(record, partition), keyspace.payment_key(payment_id), keyspace.refunds_key(payment_id),
+            *_coupon_keys(record, partition),
         ]
         args = [
             NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, self.now_ms(), caller.merchant_id, payment_id,
@@ -432,9 +438,10 @@ class PaymentService:
             keys = self._claim_keys(caller, idempotency_key) + [order_key] + self._batch_keys(caller, body.store_id, body.terminal_id)
             if payment_id:
                 partition = keyspace.partition_of_payment(payment_id)
-                member_id = await self.store.redis.hget(keyspace.payment_key(payment_id), "member_id")
-                member_key = keyspace.member_key(member_id) if member_id else _no_member_key(partition)
-                keys += [member_key, keyspace.journal_key(partition), keyspace.entry_index_key(partition), keyspace.payment_key(payment_id)]
+                record = await self.store.redis.hgetall(keyspace.payment_key(payment_id))
+                keys += [*_wallet_keys(record, partition), keyspace.payment_key(payment_id), *_coupon_keys(record, partition)]
+                if _is_outbound(record) and record.get("state") in payments.allowed_from(Event.REVERSAL).split():
+                    await self._reverse_at_partner(record)
             args = [
                 NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, self.now_ms(), caller.merchant_id, body.order_ref,
                 payment_id, payments.allowed_from(Event.REVERSAL), body.store_id, body.terminal_id,
@@ -451,6 +458,20 @@ class PaymentService:
             "payment": payments.payment_view(json.loads(result["payment"])) if result["payment"] else None,
         }
         return Answer(200, payments.dumps(view), reply[0] == "replay", result["outcome"])
+
+    async def _reverse_at_partner(self, record: dict[str, str]) -> None:
+        """A partner member's approved payment is reversed at the partner first (its member gets the
+        points back; idempotent by our payment id); our books follow in the reversal script."""
+        partner_id = record["account"].split(":", 1)[1]
+        client = self.partners.get(partner_id)
+        if client is None:
+            raise Problem("storage_unavailable", f"no connection to {partner_id} is configured; retry later")
+        try:
+            await client.reverse(record["payment_id"])
+        except PartnerRefused as e:
+            raise Problem("invalid_state", f"{partner_id} refused the reversal: {e.code}") from None
+        except PartnerError:
+            raise Problem("storage_unavailable", f"{partner_id} did not answer; retry with the same key") from None
 
     # -- batch close -----------------------------------------------------------
 
@@ -475,9 +496,26 @@ def _lease_ms(client: PartnerClient) -> int:
     return int(3 * (client.partner.connect_timeout_s + client.partner.read_timeout_s) * 1000) + 1000
 
 
+def _wallet_keys(record: dict[str, str], partition: int) -> list[str]:
+    """The wallet keys of the payment's member (of its partition, for a payment without one)."""
+    return keyspace.wallet_keys(record.get("member_id") or _no_member_id(partition))
+
+
+def _coupon_keys(record: dict[str, str], partition: int) -> list[str]:
+    """The keys of the coupons a payment redeemed, in the order of its record's `coupons`."""
+    return [keyspace.coupon_key(partition, c["code"]) for c in json.loads(record.get("coupons") or "[]")]
+
+
 def _is_outbound(record: dict[str, str]) -> bool:
     """A payment by a partner network's member at our merchant (no member of ours in it)."""
     return not record.get("member_id") and record.get("account", "").startswith("partner:")
+
+
+def _partner_coupons(partner: dict[str, Any] | None) -> str:
+    """The coupons a partner applied to its member's payment, as the payment record keeps them."""
+    coupons = [{"code": str(c["code"]), "title": str(c["title"]), "campaign_id": str(c["campaign_id"]),
+                "discount": str(int(c["discount"]))} for c in (partner or {}).get("coupons") or []]
+    return json.dumps(coupons) if coupons else "[]"
 
 
 def _partner_decision(partner: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:

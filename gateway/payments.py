@@ -91,7 +91,17 @@ DECLINES: dict[str, tuple[str, str]] = {
     "partner_unavailable": ("The member's wallet did not answer. No points were taken; use another payment method.", "회원의 지갑이 응답하지 않습니다. 포인트는 차감되지 않았습니다. 다른 결제 수단을 이용하세요."),
     "partner_busy": ("The member's wallet is busy. Try again in a moment.", "회원의 지갑이 혼잡합니다. 잠시 후 다시 시도하세요."),
     "invalid_coupon": ("Coupon not valid here. Remove it and try again.", "사용할 수 없는 쿠폰입니다. 쿠폰을 빼고 다시 시도하세요."),
+    "coupon_used": ("This coupon was already used. Remove it and try again.", "이미 사용된 쿠폰입니다. 쿠폰을 빼고 다시 시도하세요."),
+    "coupon_expired": ("This coupon is not valid today. Remove it and try again.", "사용 기간이 아닌 쿠폰입니다. 쿠폰을 빼고 다시 시도하세요."),
+    "coupon_not_eligible": ("This coupon cannot be used at this store. Remove it and try again.", "이 매장에서 사용할 수 없는 쿠폰입니다. 쿠폰을 빼고 다시 시도하세요."),
+    "coupon_min_spend": ("The order is below this coupon's minimum spend.", "쿠폰의 최소 결제 금액에 미달합니다."),
+    "coupons_not_combinable": ("These coupons cannot be used together. Keep one and try again.", "함께 사용할 수 없는 쿠폰입니다. 하나만 사용하세요."),
+    "confirmation_required": ("Over the member's limit without confirmation. Ask them to approve it in the app, then scan a new code.",
+                              "확인 없이 결제할 수 있는 금액을 넘었습니다. 앱에서 승인한 뒤 새 코드를 스캔하세요."),
 }
+
+COUPON_CODE_RE = re.compile(r"^CP[A-Z0-9]{6,16}$")
+"""Coupon codes as the gateway issues them (pos_sdk/scanner.py recognises the same form)."""
 
 _OUTCOME_DECLINES = {
     Outcome.MALFORMED: "unreadable_code",
@@ -151,6 +161,8 @@ class InteropSaleRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     currency: Currency
     partner_ref: OrderRef
     merchant_name: Annotated[str, msgspec.Meta(min_length=1, max_length=80)]
+    coupon_codes: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=40)]], msgspec.Meta(max_length=5)] = []
+    """Our coupons the member showed at the partner's merchant (a partner's own coupons stay at the partner)."""
 
 
 class InteropActionRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -255,7 +267,7 @@ _INT_FIELDS = ("amount", "points", "refunded_amount", "refunded_points", "balanc
 PAYMENT_FIELDS = (
     "payment_id", "status", "decline", "amount", "currency", "points", "balance_after", "approval_code",
     "merchant_id", "store_id", "terminal_id", "order_ref", "business_day", "refunded_amount", "refunded_points",
-    "created_at", "fx",
+    "created_at", "fx", "discount", "coupons",
 )
 
 
@@ -282,6 +294,10 @@ def payment_view(record: Mapping[str, str]) -> dict[str, Any]:
         "refunded_points": ints["refunded_points"],
         "created_at": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "fx": {"quote_id": record["quote_id"], "rate": record["fx_rate"]} if record.get("quote_id") else None,
+        "discount": int(record.get("discount") or 0),
+        "coupons": [{"code": c["code"], "title": c["title"], "campaign_id": c["campaign_id"], "discount": int(c["discount"]),
+                     "restored": bool(c.get("restored"))}
+                    for c in json.loads(record.get("coupons") or record.get("partner_coupons") or "[]")],
     }
     assert tuple(view) == PAYMENT_FIELDS
     return view
@@ -293,6 +309,7 @@ def refund_view(refund: Mapping[str, str]) -> dict[str, Any]:
         "payment_id": refund["payment_id"],
         "amount": int(refund["amount"]),
         "points": int(refund["points"]),
+        "discount_points": int(refund.get("discount_points") or 0),
         "balance_after": int(refund["balance_after"]) if refund.get("balance_after") not in (None, "") else None,
         "reason": refund["reason"],
         "created_at": dt.datetime.fromtimestamp(int(refund["created_ms"]) / 1000, dt.timezone.utc)

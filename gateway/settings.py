@@ -97,6 +97,14 @@ class Settings:
     amount_max_krw: int = 2_000_000
     member_daily_points_max: int = 3_000_000
     member_day_time_zone: str = "Asia/Seoul"
+    points_expiry_interval_s: float = 60.0
+    # [cashout]
+    cashout_min_points: int = 5_000
+    cashout_fee_points: int = 500
+    bank_url: str = ""
+    bank_api_key: str = dataclasses.field(default="", repr=False)
+    bank_timeout_s: float = 5.0
+    bank_resolve_interval_s: float = 2.0
     # networks.toml and merchants.toml
     networks: tuple[Network, ...] = ()
     merchants: tuple[Merchant, ...] = ()
@@ -104,6 +112,8 @@ class Settings:
     partners: tuple[Partner, ...] = ()
     fx: Mapping[str, Any] | None = None
     """config/fx.toml as parsed; gateway.fx.RateTable validates it."""
+    campaigns: Mapping[str, Any] | None = None
+    """config/campaigns.toml as parsed (absent file: none); gateway.coupons validates it at start."""
 
     @property
     def home_network(self) -> Network:
@@ -140,9 +150,17 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "slot_failures_max": (1, 20),
     "amount_max_krw": (1, 10**12),
     "member_daily_points_max": (1, 10**12),
+    "cashout_min_points": (1, 10**12),
+    "cashout_fee_points": (0, 10**9),
+}
+# (minimum, maximum) for every number setting that may have a fraction.
+_FLOAT_RANGES: dict[str, tuple[float, float]] = {
+    "points_expiry_interval_s": (0.05, 86400.0),
+    "bank_timeout_s": (0.05, 120.0),
+    "bank_resolve_interval_s": (0.05, 3600.0),
 }
 _SCALAR_FIELDS = {
-    f.name: f for f in dataclasses.fields(Settings) if f.name not in ("networks", "merchants", "affiliates", "partners", "fx")
+    f.name: f for f in dataclasses.fields(Settings) if f.name not in ("networks", "merchants", "affiliates", "partners", "fx", "campaigns")
 }
 
 
@@ -172,6 +190,9 @@ def load_settings(
     for key, value in values.items():
         if key in _SCALAR_FIELDS:
             _check_scalar(key, value)
+    for key in _FLOAT_RANGES.keys() & values.keys():
+        values[key] = float(values[key])
+    _check_cashout(values)
     if "networks" not in values:
         values["networks"] = _networks(_read_toml(config_dir / "networks.toml"))
     if "merchants" not in values:
@@ -180,6 +201,10 @@ def load_settings(
         values["partners"] = _partners(_read_toml(config_dir / "partners.toml"), values["networks"])
     if "fx" not in values:
         values["fx"] = _read_toml(config_dir / "fx.toml")
+    if "campaigns" not in values:
+        # Optional: a configuration from before coupons existed runs with no campaigns.
+        path = config_dir / "campaigns.toml"
+        values["campaigns"] = _read_toml(path) if path.exists() else {}
     if "affiliates" not in values:
         values["affiliates"] = _affiliates(_read_toml(config_dir / "affiliates.toml"))
     return Settings(**values)
@@ -196,6 +221,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _from_env(key: str, raw: str) -> Any:
+    if _SCALAR_FIELDS[key].type in ("float", float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"{ENV_PREFIX}{key.upper()}: expected a number, got {raw!r}") from None
     if _SCALAR_FIELDS[key].type in ("int", int):
         try:
             return int(raw)
@@ -209,10 +239,30 @@ def _check_scalar(key: str, value: Any) -> None:
         low, high = _INT_RANGES[key]
         if type(value) is not int or not low <= value <= high:
             raise SettingsError(f"{key}: expected an integer from {low} to {high}, got {value!r}")
+    elif key in _FLOAT_RANGES:
+        low_s, high_s = _FLOAT_RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low_s <= value <= high_s:
+            raise SettingsError(f"{key}: expected a number from {low_s} to {high_s}, got {value!r}")
     elif not isinstance(value, str):
         raise SettingsError(f"{key}: expected a string, got {value!r}")
     if key == "redis_url" and value and not re.match(r"^(redis|rediss|unix)://", value):
         raise SettingsError(f"redis_url: expected redis://, rediss:// or unix://, got {value!r}")
+
+
+def _check_cashout(values: Mapping[str, Any]) -> None:
+    """The cash-out keys that only make sense together."""
+    def get(key: str) -> Any:
+        return values.get(key, _SCALAR_FIELDS[key].default)
+
+    if get("cashout_fee_points") >= get("cashout_min_points"):
+        raise SettingsError(f"cashout_fee_points: must be below cashout_min_points ({get('cashout_min_points')}), "
+                            f"so every cash-out pays the member something; got {get('cashout_fee_points')}")
+    url, api_key = get("bank_url"), get("bank_api_key")
+    if url and not re.fullmatch(r"https?://[^/\s]+(/[^\s]*[^/\s])?", url):
+        raise SettingsError(f"bank_url: expected http(s)://host[:port][/path] without a trailing slash, got {url!r}")
+    if url and not re.fullmatch(r"[\x21-\x7e]{8,256}", api_key):
+        raise SettingsError("bank_api_key: expected 8-256 visible ASCII characters when bank_url is set "
+                            "(POINTGATE_BANK_API_KEY); the key itself is never printed")
 
 
 def _require(table: Mapping[str, Any], key: str, where: str, kind: type) -> Any:

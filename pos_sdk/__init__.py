@@ -14,7 +14,7 @@ from pos_sdk.errors import (
     NotFound, PaymentNotCompleted, PosError, RequestError, Reversed, ReversalQueued, Timeout, TransportError,
     ValidationError,
 )
-from pos_sdk.models import BatchResult, Decline, Payment, Refund, RefundResult, ReversalResult
+from pos_sdk.models import AppliedCoupon, BatchResult, Decline, Payment, Refund, RefundResult, ReversalResult
 from pos_sdk.receipt import ReceiptData, render_receipt
 from pos_sdk.scanner import ScannerError, ScanResult, classify, parse_payment_code
 
@@ -23,6 +23,6 @@ __all__ = [
     "PosError", "TransportError", "ConnectError", "Timeout", "ForwardQueued", "GatewayError", "RequestError",
     "ValidationError", "AuthenticationError", "IdempotencyError", "NotFound", "Conflict",
     "PaymentNotCompleted", "Declined", "Reversed", "ReversalQueued",
-    "Payment", "Decline", "Refund", "RefundResult", "ReversalResult", "BatchResult",
+    "Payment", "AppliedCoupon", "Decline", "Refund", "RefundResult", "ReversalResult", "BatchResult",
     "classify", "parse_payment_code", "ScanResult", "ScannerError", "ReceiptData", "render_receipt",
 ]

@@ -22,10 +22,27 @@ class Refund:
     balance_after: int
     reason: str
     created_at: str
+    discount_points: int = 0
+    """The coupons' share of the refund, back to whoever funded the discount."""
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> "Refund":
-        return cls(**{name: doc[name] for name in cls.__slots__})
+        return cls(**{name: doc[name] for name in cls.__slots__ if name in doc})
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedCoupon:
+    code: str
+    title: str
+    """The receipt's label for the discount."""
+    campaign_id: str
+    discount: int
+    restored: bool = False
+    """Given back to the member (cancel, reversal or full refund)."""
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> "AppliedCoupon":
+        return cls(**{name: doc[name] for name in cls.__slots__ if name in doc})
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +66,9 @@ class Payment:
     refunds: tuple[Refund, ...] = field(default=())
     fx: Mapping[str, str] | None = None
     """For a cross-border payment: the locked quote id and the rate (points per unit of the currency)."""
+    discount: int = 0
+    """The coupons' discount; the member paid `amount - discount`."""
+    coupons: tuple[AppliedCoupon, ...] = ()
 
     @property
     def approved(self) -> bool:
@@ -56,10 +76,13 @@ class Payment:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> "Payment":
-        values = {name: doc[name] for name in cls.__slots__ if name not in ("decline", "refunds", "fx")}
+        values = {name: doc[name] for name in cls.__slots__
+                  if name not in ("decline", "refunds", "fx", "discount", "coupons")}
         decline = Decline(**doc["decline"]) if doc.get("decline") else None
         refunds = tuple(Refund.from_json(r) for r in doc.get("refunds", ()))
-        return cls(decline=decline, refunds=refunds, fx=dict(doc["fx"]) if doc.get("fx") else None, **values)
+        coupons = tuple(AppliedCoupon.from_json(c) for c in doc.get("coupons", ()))
+        return cls(decline=decline, refunds=refunds, fx=dict(doc["fx"]) if doc.get("fx") else None,
+                   discount=doc.get("discount", 0), coupons=coupons, **values)
 
 
 @dataclass(frozen=True, slots=True)

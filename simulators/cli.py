@@ -4,6 +4,7 @@
     simulators terminal --store ID ...    an interactive store terminal: scan or type codes, refund, batch close
     simulators load [--seconds N] ...     open-loop load with faults, end-of-run checks and a latency report
     simulators partner [--fault slow] ... play Taishin, a partner network, as a separate service
+    simulators bank [--port 8091] ...     play the wallet's bank, which pays cash-outs (fault modes over POST /_control)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="simulators", description="pointgate simulators")
-    parser.add_argument("command", choices=["demo", "terminal", "load", "partner"])
+    parser.add_argument("command", choices=["demo", "terminal", "load", "partner", "bank"])
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
@@ -34,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from simulators import partner
 
         return partner.main(rest)
+    if args.command == "bank":
+        from simulators import bank
+
+        return bank.main(rest)
     from simulators import load
 
     return load.main(rest)

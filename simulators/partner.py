@@ -53,6 +53,8 @@ def write_config(directory: Path, home_url: str, network: Network = TAISHIN) -> 
         "concurrency_max = 32\ncircuit_failures_max = 5\ncircuit_open_s = 10\n")
     (config / "affiliates.toml").write_text(f'[[affiliate]]\nid = "{network.id}-card"\nname = "{network.name} Card"\n'
                                             "budget_points = 1000000000\n")
+    # The home wallet's campaigns are its own; the partner runs none of its own in the simulator.
+    (config / "campaigns.toml").write_text("# The partner network's own coupon campaigns: none in the simulator.\n")
     return config
 
 

@@ -304,6 +304,7 @@ def receipt_data(profile: StoreProfile, payment: Payment, refund: Refund | None 
         order_ref=payment.order_ref, payment_id=payment.payment_id, approval_code=payment.approval_code,
         status=payment.status, amount=payment.amount, currency=payment.currency, points_used=payment.points,  # type: ignore[arg-type]
         balance_after=refund.balance_after if refund else payment.balance_after,
+        coupon_discounts=tuple((c.title, c.discount) for c in payment.coupons if not refund),
         refund_amount=refund.amount if refund else None,
         # A cross-border payment: the member's own network debited them at this locked rate.
         fx_rate=f"{_rate_display(payment.fx['rate'])} points per {payment.currency}" if payment.fx else None,
@@ -389,8 +390,9 @@ class StoreTerminal:
     # -- verbs --------------------------------------------------------------------
 
     async def sell(self, amount: int, png: bytes | None = None, typed: str | None = None,
-                   order_ref: str | None = None) -> Sale:
-        """Take a payment from a scanned picture or a typed code; the approved sale with its receipt.
+                   order_ref: str | None = None, coupons: tuple[str, ...] = ()) -> Sale:
+        """Take a payment from a scanned picture or a typed code, with the member's coupon codes;
+        the approved sale with its receipt (each coupon's discount on its own line).
 
         Raises the SDK's Declined, Reversed or ReversalQueued when the sale did
         not end approved, ScannerError or UnreadableImage when there is no code.
@@ -400,7 +402,8 @@ class StoreTerminal:
         code = self.scan_image(png) if png is not None else self.read_typed(typed)  # type: ignore[arg-type]
         order_ref = order_ref or self.new_order_ref()
         try:
-            payment = await self.client.pay(code, amount, order_ref, currency=self.profile.currency)
+            payment = await self.client.pay(code, amount, order_ref, currency=self.profile.currency,
+                                            coupon_codes=tuple(coupons))
         except Reversed as e:
             # A sale that reached the gateway and was reversed counts at the
             # gateway as a sale and a void; one that never arrived counts as nothing.

@@ -1,25 +1,29 @@
 -- Debit points from a member's available balance to an external account
--- (a merchant's payable, cash-out clearing, ...).
+-- (a merchant's payable, ...), earliest-expiring points first.
 -- Guarantees: applied at most once per entry id; never leaves the available
--- balance negative; balance change and journal entry are written together.
--- KEYS[1] member hash   KEYS[2] journal stream   KEYS[3] entry index
+-- balance negative; never spends expired points; balance change, journal
+-- entry and the member's event are written together.
+-- KEYS[1..7] the member's wallet (keyspace.wallet_keys)
 -- ARGV[1] entry id  ARGV[2] amount  ARGV[3] destination account  ARGV[4] kind
 -- ARGV[5] meta JSON ARGV[6] now (ms) ARGV[7] member id  ARGV[8] unit
 -- Returns {status, stream id, available, held}.
-local dup = already_applied(KEYS[3], ARGV[1], KEYS[1])
+local w = wallet_keys(1)
+local dup = already_applied(w.index, ARGV[1], w.member)
 if dup then return dup end
 local amount = parse_amount(ARGV[2])
 if not amount then return {'invalid_amount'} end
-local unit = redis.call('HGET', KEYS[1], 'unit')
+local unit = redis.call('HGET', w.member, 'unit')
 if not unit then return {'unknown_member'} end
 if unit ~= ARGV[8] then return {'unit_mismatch'} end
-if hget_number(KEYS[1], 'available') < amount then
-  return balances('insufficient_points', false, KEYS[1])
+lots_expire(w, ARGV[7], ARGV[6])
+if hget_number(w.member, 'available') < amount then
+  return balances('insufficient_points', false, w.member)
 end
 
-redis.call('HINCRBY', KEYS[1], 'available', '-' .. ARGV[2])
-local sid = journal_append(KEYS[2], KEYS[3], ARGV[1], ARGV[4], {
+redis.call('HINCRBY', w.member, 'available', '-' .. ARGV[2])
+lots_take(w, ARGV[7], amount)
+local sid = wallet_entry(w, ARGV[7], ARGV[1], ARGV[4], {
   posting('member:' .. ARGV[7], unit, '-', ARGV[2]),
   posting(ARGV[3], unit, '', ARGV[2]),
-}, ARGV[5], ARGV[6])
-return balances('ok', sid, KEYS[1])
+}, ARGV[5], ARGV[6], -amount, 0, cjson.decode(ARGV[5]))
+return balances('ok', sid, w.member)

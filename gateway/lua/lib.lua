@@ -125,3 +125,187 @@ local function batch_record(batch_key, log_key, kind, payment_id, amount_text)
   redis.call('HINCRBY', batch_key, kind .. '_amount', amount_text)
   redis.call('RPUSH', log_key, batch_no .. '|' .. kind .. '|' .. payment_id .. '|' .. amount_text)
 end
+
+-- The member scope of a movement: seven consecutive KEYS from `first`, in
+-- the order keyspace.wallet_keys() gives them.
+local function wallet_keys(first)
+  return {member = KEYS[first], journal = KEYS[first + 1], index = KEYS[first + 2],
+    events = KEYS[first + 3], lots = KEYS[first + 4], lot_points = KEYS[first + 5], due = KEYS[first + 6]}
+end
+
+local function int_text(n)
+  return string.format('%d', n)
+end
+
+-- A movement of the member's wallet: its journal entry and, in the same
+-- step, one event in the member's own stream (the app's history and live
+-- feed), so the member sees every movement exactly once, in order.
+-- `points_delta` and `held_delta` are the signed changes to the member's
+-- available and held points; `data` is a Lua table of the event's details.
+local function wallet_entry(w, member_id, entry_id, kind, postings, meta_json, now_ms, points_delta, held_delta, data)
+  local sid = journal_append(w.journal, w.index, entry_id, kind, postings, meta_json, now_ms)
+  local balance = redis.call('HMGET', w.member, 'available', 'held')
+  data = data or {}
+  data.member_id = member_id
+  redis.call('XADD', w.events, '*', 'entry', entry_id, 'kind', kind,
+    'points', int_text(points_delta), 'held', int_text(held_delta or 0),
+    'available_after', balance[1] or '0', 'held_after', balance[2] or '0',
+    'data', cjson.encode(data), 'ts_ms', now_ms)
+  return sid
+end
+
+-- Expiring points. A credit with an expiry date is a lot: its id (the
+-- crediting entry id) in w.lots scored by its expiry, its unspent points in
+-- w.lot_points, the total of the member's unspent lots in the member hash's
+-- `expiring` (never more than `available`), and `<member id> <lot id>` in the
+-- partition's w.due for the expiry job. Spending takes the earliest-expiring
+-- points first and the points without expiry last; what a movement took is
+-- kept as a spec `lot/expires_ms/points,...` so giving the points back puts
+-- them in the same lots with the same expiry.
+local function lots_add(w, member_id, lot, expires_ms, points)
+  redis.call('ZADD', w.lots, expires_ms, lot)
+  redis.call('HINCRBY', w.lot_points, lot, int_text(points))
+  redis.call('HINCRBY', w.member, 'expiring', int_text(points))
+  redis.call('ZADD', w.due, expires_ms, member_id .. ' ' .. lot)
+end
+
+local function lot_drop(w, member_id, lot)
+  redis.call('HDEL', w.lot_points, lot)
+  redis.call('ZREM', w.lots, lot)
+  redis.call('ZREM', w.due, member_id .. ' ' .. lot)
+end
+
+-- Take `points` (already checked against `available`) from the lots,
+-- earliest expiry first. Returns the spec of what was taken ('' if none).
+local function lots_take(w, member_id, points)
+  if hget_number(w.member, 'expiring') <= 0 then return '' end
+  local taken, left = {}, points
+  local flat = redis.call('ZRANGE', w.lots, 0, -1, 'WITHSCORES')
+  for i = 1, #flat, 2 do
+    if left <= 0 then break end
+    local lot = flat[i]
+    local unspent = hget_number(w.lot_points, lot)
+    local n = math.min(unspent, left)
+    if n == unspent then
+      lot_drop(w, member_id, lot)
+    else
+      redis.call('HINCRBY', w.lot_points, lot, int_text(-n))
+    end
+    if n > 0 then
+      taken[#taken + 1] = lot .. '/' .. int_text(tonumber(flat[i + 1])) .. '/' .. int_text(n)
+      left = left - n
+    end
+  end
+  redis.call('HINCRBY', w.member, 'expiring', int_text(-(points - left)))
+  return table.concat(taken, ',')
+end
+
+-- Put `points` back into the lots of `spec`, latest expiry first (the rule
+-- favours the member). Returns the spec of what is still out.
+local function lots_restore(w, member_id, spec, points)
+  if spec == nil or spec == '' or points <= 0 then return spec or '' end
+  local items = {}
+  for item in string.gmatch(spec, '[^,]+') do items[#items + 1] = item end
+  local left = points
+  for i = #items, 1, -1 do
+    if left <= 0 then break end
+    local lot, expires, n = string.match(items[i], '^(.+)/([0-9]+)/([0-9]+)$')
+    n = tonumber(n)
+    local back = math.min(n, left)
+    lots_add(w, member_id, lot, expires, back)
+    left = left - back
+    if back == n then items[i] = false else items[i] = lot .. '/' .. expires .. '/' .. int_text(n - back) end
+  end
+  local still = {}
+  for _, item in ipairs(items) do if item then still[#still + 1] = item end end
+  return table.concat(still, ',')
+end
+
+-- Expire every lot of the member whose expiry has passed: each is its own
+-- movement (journal entry and event) to the network's expired-points
+-- account. Runs first in every script that spends, and last in every script
+-- that gives points back, so expired points can never be spent.
+local function lots_expire(w, member_id, now_ms)
+  if hget_number(w.member, 'expiring') <= 0 then return 0 end
+  local unit = redis.call('HGET', w.member, 'unit')
+  local flat = redis.call('ZRANGEBYSCORE', w.lots, '-inf', now_ms, 'WITHSCORES')
+  local expired = 0
+  for i = 1, #flat, 2 do
+    local lot = flat[i]
+    local n = hget_number(w.lot_points, lot)
+    lot_drop(w, member_id, lot)
+    if n > 0 then
+      local n_text = int_text(n)
+      redis.call('HINCRBY', w.member, 'available', '-' .. n_text)
+      redis.call('HINCRBY', w.member, 'expiring', '-' .. n_text)
+      local seq = redis.call('HINCRBY', w.member, 'expiries', 1)
+      wallet_entry(w, member_id, 'expire:' .. member_id .. ':' .. seq, 'expiry', {
+        posting('member:' .. member_id, unit, '-', n_text),
+        posting('expired:points', unit, '', n_text),
+      }, cjson.encode({lot = lot, expired_ms = int_text(tonumber(flat[i + 1]))}), now_ms, -n, 0,
+        {lot = lot, expires_ms = int_text(tonumber(flat[i + 1]))})
+      expired = expired + n
+    end
+  end
+  return expired
+end
+
+local function spec_total(spec)
+  local total = 0
+  for item in string.gmatch(spec or '', '[^,]+') do
+    total = total + tonumber(string.match(item, '/([0-9]+)$'))
+  end
+  return total
+end
+
+-- Give `points` back to the member's available balance. `points_out` is how
+-- many of the movement's points were still out before (so this is all of
+-- them when the two are equal), `spec` which lots they came from. Points
+-- without expiry go back first, then the lots, latest expiry first: a partial
+-- refund favours the member. Returns the spec of the lots still out.
+local function wallet_give_back(w, member_id, points, spec, points_out)
+  redis.call('HINCRBY', w.member, 'available', int_text(points))
+  local from_lots = spec_total(spec)
+  local to_lots = math.max(0, points - (points_out - from_lots))
+  return lots_restore(w, member_id, spec, math.min(to_lots, from_lots))
+end
+
+-- Give back part or all of a payment: the member's share of what they paid
+-- (into the lots it came from), each coupon's share of its discount to the
+-- coupon's funder, the sum off the account the payment went to. Shares are
+-- pro rata to `amount` of `paid`, rounded down; `last` gives back everything
+-- still out and restores the coupons (coupon keys from KEYS[first_coupon]).
+-- Stores the payment's coupons and lots; returns the postings, the member's
+-- points back and the discount points back.
+local function payment_give_back(w, payment_key, first_coupon, amount, paid, last)
+  local p = redis.call('HMGET', payment_key, 'member_id', 'unit', 'account', 'points', 'refunded_points',
+    'coupons', 'lots', 'payment_id')
+  local member_id, unit = p[1], p[2]
+  local points, refunded = tonumber(p[4]), tonumber(p[5] or '0')
+  local member_back = math.floor(points * amount / paid)
+  if last then member_back = points - refunded end
+  local coupons = cjson.decode(p[6] or '[]')
+  local funders, discount_back = {}, 0
+  for i, coupon in ipairs(coupons) do
+    local share, out = tonumber(coupon.discount_points), tonumber(coupon.refunded_points or '0')
+    local back = math.floor(share * amount / paid)
+    if last then back = share - out end
+    if back > 0 then funders[#funders + 1] = posting(coupon.funding, unit, '', int_text(back)) end
+    coupon.refunded_points = int_text(out + back)
+    discount_back = discount_back + back
+    local key = KEYS[first_coupon + i - 1]
+    if last and redis.call('HGET', key, 'payment_id') == p[8] then
+      redis.call('HSET', key, 'state', 'issued', 'payment_id', '', 'discount', '0', 'redeemed_ms', '')
+      coupon.restored = true
+    end
+  end
+  local postings = {}
+  if member_back + discount_back > 0 then
+    postings[1] = posting(p[3], unit, '-', int_text(member_back + discount_back))
+  end
+  if #postings > 0 then postings[#postings + 1] = posting('member:' .. member_id, unit, '', int_text(member_back)) end
+  for _, funder in ipairs(funders) do postings[#postings + 1] = funder end
+  local lots = wallet_give_back(w, member_id, member_back, p[7], points - refunded)
+  redis.call('HSET', payment_key, 'lots', lots, 'coupons', #coupons > 0 and cjson.encode(coupons) or '[]')
+  return postings, member_back, discount_back
+end

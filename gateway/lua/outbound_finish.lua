@@ -8,6 +8,7 @@
 -- ARGV[1] 'approved' or 'declined'  ARGV[2] decline code  ARGV[3] approval code
 -- ARGV[4] partner's payment id  ARGV[5] partner's points debited  ARGV[6] partner's FX rate
 -- ARGV[7] now ms  ARGV[8] idempotency ttl s  ARGV[9] partner's FX quote id
+-- ARGV[10] the partner's coupon discount (for the receipt; the partner funds it)  ARGV[11] its coupons JSON
 -- Returns {'done', payment JSON} (also when an earlier call decided it).
 local payment = redis.call('HMGET', KEYS[5], 'state', 'payment_id', 'amount', 'unit', 'account', 'merchant_id')
 if payment[1] ~= 'pending' then
@@ -21,7 +22,8 @@ if ARGV[1] == 'approved' then
     posting('merchant:' .. payment[6], payment[4], '', payment[3]),
   }, cjson.encode({payment_id = payment[2], partner_payment_id = ARGV[4], partner_points = ARGV[5]}), ARGV[7])
   redis.call('HSET', KEYS[5], 'state', 'approved', 'points', payment[3], 'approval_code', ARGV[3],
-    'partner_payment_id', ARGV[4], 'partner_points', ARGV[5], 'fx_rate', ARGV[6], 'quote_id', ARGV[9])
+    'partner_payment_id', ARGV[4], 'partner_points', ARGV[5], 'fx_rate', ARGV[6], 'quote_id', ARGV[9],
+    'discount', ARGV[10], 'partner_coupons', ARGV[11])
   redis.call('HSET', KEYS[2], 'state', 'taken')
   batch_record(KEYS[3], KEYS[4], 'sale', payment[2], payment[3])
 else

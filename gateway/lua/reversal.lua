@@ -1,14 +1,14 @@
 -- Reverse by the terminal's own order reference, for a sale whose answer
 -- never arrived. Marks the order reference reversed, so a sale arriving
 -- later with it declines ('reversal wins'), and gives back whatever the
--- payment still holds (all of it, less any refunds).
+-- payment still holds (all of it, less any refunds) and restores its coupons.
 -- Guarantees: the caller read the order's payment id before; if a sale
 -- slipped in since, the script answers 'retry' and changes nothing. Points
 -- go back at most once per payment.
 -- Merchant scope: KEYS[1] nonce  KEYS[2] signing key  KEYS[3] idempotency key
 --   KEYS[4] order reference  KEYS[5] terminal batch  KEYS[6] terminal batch log
--- Member scope (only when the order has a payment): KEYS[7] member  KEYS[8] journal
---   KEYS[9] entry index  KEYS[10] payment
+-- Member scope (only when the order has a payment): KEYS[7..13] the member's wallet
+--   (keyspace.wallet_keys)  KEYS[14] payment  KEYS[15..] the payment's coupons, in the order of its `coupons`
 -- ARGV[1] nonce ttl s  ARGV[2] request hash  ARGV[3] idempotency ttl s  ARGV[4] now ms
 -- ARGV[5] merchant id  ARGV[6] order ref  ARGV[7] payment id read before ('' if none)
 -- ARGV[8] states a reversal gives points back from  ARGV[9] store id  ARGV[10] terminal id
@@ -25,25 +25,39 @@ redis.call('HSET', KEYS[4], 'reversed', '1', 'reversed_ms', ARGV[4])
 local outcome = 'recorded'
 local payment_json = false
 if ARGV[7] ~= '' then
-  local payment = redis.call('HMGET', KEYS[10], 'state', 'points', 'refunded_points', 'unit', 'member_id', 'amount', 'refunded_amount', 'account')
+  local w = wallet_keys(7)
+  local payment = redis.call('HMGET', KEYS[14], 'state', 'member_id', 'amount', 'refunded_amount', 'store_id', 'currency')
   outcome = 'nothing_to_reverse'
-  if state_in(payment[1], ARGV[8]) then
-    local points = tonumber(payment[2]) - tonumber(payment[3])
-    local points_text = string.format('%d', points)
-    if points > 0 then
-      redis.call('HINCRBY', KEYS[7], 'available', points_text)
+  local account = redis.call('HGET', KEYS[14], 'account') or ''
+  if state_in(payment[1], ARGV[8]) and (payment[2] or '') == '' and string.sub(account, 1, 8) == 'partner:' then
+    -- A partner member's payment, already reversed at the partner by the caller:
+    -- what the merchant still holds goes back to the partner's clearing account.
+    local left = tonumber(payment[3]) - tonumber(payment[4])
+    if left > 0 then
       journal_append(KEYS[8], KEYS[9], 'reversal:' .. ARGV[7], 'reversal', {
-        posting(payment[8], payment[4], '-', points_text),
-        posting('member:' .. payment[5], payment[4], '', points_text),
+        posting('merchant:' .. ARGV[5], redis.call('HGET', KEYS[14], 'unit'), '-', int_text(left)),
+        posting(account, redis.call('HGET', KEYS[14], 'unit'), '', int_text(left)),
       }, cjson.encode({payment_id = ARGV[7], merchant_id = ARGV[5], order_ref = ARGV[6]}), ARGV[4])
     end
-    redis.call('HSET', KEYS[10], 'state', 'reversed', 'reversed_ms', ARGV[4],
-      'balance_after', redis.call('HGET', KEYS[7], 'available'))
-    batch_record(KEYS[5], KEYS[6], 'void', ARGV[7],
-      string.format('%d', tonumber(payment[6]) - tonumber(payment[7])))
+    redis.call('HSET', KEYS[14], 'state', 'reversed', 'reversed_ms', ARGV[4])
+    batch_record(KEYS[5], KEYS[6], 'void', ARGV[7], int_text(left))
+    outcome = 'reversed'
+  elseif state_in(payment[1], ARGV[8]) then
+    local paid, refunded = tonumber(payment[3]), tonumber(payment[4])
+    local postings, points = payment_give_back(w, KEYS[14], 15, paid - refunded, paid, true)
+    if #postings > 0 then
+      wallet_entry(w, payment[2], 'reversal:' .. ARGV[7], 'reversal', postings,
+        cjson.encode({payment_id = ARGV[7], merchant_id = ARGV[5], order_ref = ARGV[6]}), ARGV[4], points, 0,
+        {payment_id = ARGV[7], merchant_id = ARGV[5], store_id = payment[5], order_ref = ARGV[6],
+          amount = int_text(paid - refunded), currency = payment[6]})
+    end
+    lots_expire(w, payment[2], ARGV[4])
+    redis.call('HSET', KEYS[14], 'state', 'reversed', 'reversed_ms', ARGV[4],
+      'balance_after', redis.call('HGET', w.member, 'available'))
+    batch_record(KEYS[5], KEYS[6], 'void', ARGV[7], int_text(paid - refunded))
     outcome = 'reversed'
   end
-  payment_json = hash_json(KEYS[10])
+  payment_json = hash_json(KEYS[14])
 end
 local response = cjson.encode({order_ref = ARGV[6], outcome = outcome, payment = payment_json,
   store_id = ARGV[9], terminal_id = ARGV[10], created_ms = ARGV[4]})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -305,3 +306,44 @@ async def test_slow_partner_ends_reversed_and_home_sales_stay_fast(networks):
             break
         await asyncio.sleep(0.1)
     assert (0, 1_000) == (await networks.home.app[STORE].redis.exists(owed), await networks.taishin.balance(member))
+
+
+async def test_terminal_reversal_of_a_partner_members_payment_goes_to_the_partner_first(networks):
+    """GS25 never saw the answer and reverses by its order reference: Taishin gives its member the
+    points back, then our books move the amount off GS25's payable; a retry changes nothing."""
+    gs25, member = await networks.home.terminal(), await taishin_member(networks, 1_000)
+    _, payment, _ = await gs25.pay(member.code(), 1_000, order_ref="ord-no-answer")
+    assert "approved" == payment["status"]
+    for _ in range(2):
+        status, reversal, _ = await gs25.send("POST", "/v1/reversals", {"order_ref": "ord-no-answer", **gs25.here()},
+                                              idempotency_key="rev-no-answer")
+        assert (200, "reversed", "reversed") == (status, reversal["outcome"], reversal["payment"]["status"])
+    assert 1_000 == await networks.taishin.balance(member)
+    home = (await run_audit(networks.home.app[STORE])).totals_by_unit()["HMP"]
+    assert (0, 0) == (home.get("partner:taishin", 0), home.get("merchant:gs25", 0))
+    assert (await run_audit(networks.home.app[STORE])).clean
+    assert (await run_audit(networks.taishin.app[STORE])).clean
+
+
+async def test_our_member_uses_a_partners_coupon_at_the_partners_store(networks):
+    """Taishin's campaign (NT$30 off at its merchants, funded by Taishin): our member shows the coupon
+    with the code at FamilyMart; the discount is applied in our sale step and Taishin is owed less."""
+    from tests.e2e.test_coupon_campaigns import issue
+
+    member = await networks.home.member(points=50_000)
+    taishin_on_home = await networks.home.terminal("taishin")
+    status, coupon, _ = await issue(taishin_on_home, "taishin-familymart", member.member_id)
+    assert (201, "taishin") == (status, coupon["issuer"])
+    familymart = await networks.taishin.terminal("familymart-tw", "fm-taipei-101", "t1")
+    status, sale, _ = await familymart.pay(member.code(), 300, currency="TWD", coupon_codes=[coupon["code"]])
+    assert (201, "approved", 30) == (status, sale["status"], sale["discount"])
+    assert ["FamilyMart NT$30 off"] == [c["title"] for c in sale["coupons"]]
+    paid = 50_000 - await networks.home.balance(member)
+    journal = await networks.home.app[STORE].redis.xrange(keyspace.journal_key(keyspace.partition_of_member(member.member_id)))
+    [postings] = [json.loads(f["postings"]) for _, f in journal if f["kind"] == "payment"]
+    [gross] = [n for account, _, n in postings if account == "partner:taishin" and n > 0]  # 300 TWD in points
+    assert sorted([["member:" + member.member_id, "HMP", -paid], ["partner:taishin", "HMP", -(gross * 30 // 300)],
+                   ["partner:taishin", "HMP", gross]]) == sorted(postings)
+    assert paid == gross - gross * 30 // 300  # Taishin funds its NT$30, so it is owed that much less
+    assert (await run_audit(networks.home.app[STORE])).clean
+    assert (await run_audit(networks.taishin.app[STORE])).clean

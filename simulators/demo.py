@@ -7,7 +7,10 @@ HTTP APIs, the POS SDK and the simulators):
 enrols two members' phones, credits points from Hana Card, pays at GS25 by
 scanning the phone's barcode image, refunds part of it, cancels another sale,
 survives a dropped answer (the SDK resolves it), refuses a replayed code,
-closes the terminal's batch, pays across the border both ways with Taishin
+closes the terminal's batch; in the app, Minji claims a GS25 coupon and pays
+with it, Hana Bank credits points that expire, she cashes points out to her
+bank account (the bank simulator) and her history shows every movement; pays
+across the border both ways with Taishin
 (a second pointgate under Taishin's configuration: our member at FamilyMart
 Taiwan, a Taishin member at GS25), runs a short load with faults and its
 report, and runs `gateway audit`.
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -40,7 +44,7 @@ from gateway.embedded_redis import free_port
 from gateway.settings import load_settings
 from pos_sdk import Declined
 from gateway.partners import PartnerKeys
-from simulators import load, partner
+from simulators import bank, load, partner
 from simulators.fault_proxy import Fault, FaultProxy
 from simulators.phone import Phone
 from simulators.terminal import StoreTerminal, load_profiles
@@ -72,7 +76,9 @@ class Story:
 
 async def tell(story: Story) -> None:
     port, taishin_port = free_port(), free_port()
-    settings = load_settings(data_dir=str(DEMO_DIR / "redis"), keyring_path=str(DEMO_DIR / "keyring.json"), redis_url="")
+    the_bank = await bank.Bank(closed_accounts={"110999000000"}).start()
+    settings = load_settings(data_dir=str(DEMO_DIR / "redis"), keyring_path=str(DEMO_DIR / "keyring.json"), redis_url="",
+                             bank_url=the_bank.url, bank_api_key=the_bank.api_key, bank_resolve_interval_s=0.5)
     settings = dataclasses.replace(settings, partners=tuple(
         dataclasses.replace(p, base_url=f"http://127.0.0.1:{taishin_port}") if p.id == "taishin" else p
         for p in settings.partners))
@@ -90,6 +96,7 @@ async def tell(story: Story) -> None:
         await exchange_keys(app, taishin)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             minji, gs25_key = await at_the_store(story, base_url, registry, session)
+            await in_the_app(story, base_url, registry, session, gs25_key, minji, the_bank)
             await across_borders(story, base_url, gs25_key, minji, taishin)
             await under_load(story, base_url, app)
         await audit(story, app[REDIS_URL], settings.keyring_path)
@@ -97,6 +104,7 @@ async def tell(story: Story) -> None:
         if taishin is not None:
             await taishin.close()
         await runner.cleanup()
+        await the_bank.close()
 
 
 async def exchange_keys(app, taishin: partner.PartnerNetwork) -> None:
@@ -255,6 +263,79 @@ async def at_the_store(story: Story, base_url: str, registry, session: aiohttp.C
         await terminal.close()
         await proxy.close()
     return minji, gs25
+
+
+async def in_the_app(story: Story, base_url: str, registry, session: aiohttp.ClientSession, gs25_key, minji: Phone,
+                     the_bank: "bank.Bank") -> None:
+    """The member app: a coupon at GS25, points that expire, a cash-out, and the history of it all."""
+    coupon = await minji.claim_coupon("gs25-welcome", "demo-claim-1")
+    terminal = StoreTerminal.open(load_profiles()["gs25-gangnam-01/t2"], base_url=base_url, key_id=gs25_key.key_id,
+                                  secret=gs25_key.secret, journal_path=str(DEMO_DIR / "gs25-gangnam-01-t2.sqlite3"),
+                                  language="en")
+    try:
+        sale = await terminal.sell(6_000, png=Phone.render_png(minji.next_code(time.time())), coupons=(coupon["code"],))
+    finally:
+        await terminal.close()
+    (DEMO_DIR / "receipt-coupon.txt").write_text(sale.receipt)
+    story.check(
+        "Minji claims the GS25 welcome coupon in the app and pays 6,000 KRW at GS25 Gangnam with it",
+        "10% off: 600 KRW discount, 5,400 points debited, balance 2,600; the receipt shows the coupon",
+        f"{sale.payment.status}, discount {sale.payment.discount:,} ({coupon['code']}), "
+        f"{sale.payment.points:,} points, balance {sale.payment.balance_after:,}",
+        sale.payment.approved and sale.payment.discount == 600 and sale.payment.balance_after == 2_600
+        and "GS25 10% off" in sale.receipt,
+    )
+
+    hana_bank = await registry.issue_key("hana-bank")
+    expires = (datetime.now(timezone.utc) + timedelta(days=90)).isoformat(timespec="seconds")
+    await load.credit_member(session, base_url, (hana_bank.key_id, hana_bank.secret), minji.member_id, 20_000,
+                             "BANK-SALARY-BONUS-2026-12", affiliate_id="hana-bank", expires_at=expires)
+    balance = await minji._get(f"/v1/members/{minji.member_id}")
+    story.check(
+        "Hana Bank credits 20,000 points that expire in 90 days",
+        "balance 22,600, of which 20,000 expiring (spent first)",
+        f"balance {balance['available']:,}, expiring {balance['expiring']:,} on {balance['next_expiry']['expires_at'][:10]}",
+        balance["available"] == 22_600 and balance["expiring"] == 20_000,
+    )
+
+    account = await minji.link_bank_account("081", "110123456789", "김민지")
+    cashout = await minji.cash_out(10_000, account["bank_account_id"], "demo-cashout-1")
+    for _ in range(50):
+        if cashout["state"] != "pending":
+            break
+        await asyncio.sleep(0.1)
+        cashout = await minji.cashout(cashout["cashout_id"])
+    paid = the_bank.paid_to("081", "110123456789")
+    story.check(
+        "Minji cashes out 10,000 points to her bank account (the bank simulator)",
+        "paid: the bank transfers 9,500 KRW once (500 points fee), balance 12,600",
+        f"{cashout['state']} to {account['account_number_masked']}: bank paid {paid:,} KRW, fee {cashout['fee_points']}, "
+        f"balance {(await minji.balance()).available:,}",
+        cashout["state"] == "paid" and paid == 9_500 and (await minji.balance()).available == 12_600,
+    )
+
+    history = await minji.history(limit=10)
+    lines = [f"{e['at'][11:19]} {e['kind']:<14} {e['points']:+8,}  {_what(e)}" for e in history]
+    (DEMO_DIR / "minji-history.txt").write_text("\n".join(lines) + "\n")
+    kinds = [e["kind"] for e in history]
+    story.check(
+        "Minji's app shows her history, newest first",
+        "the cash-out (held, then paid), the earning and the coupon payment, each with its details",
+        "; ".join(lines[:5]),
+        kinds[:4] == ["cashout_paid", "cashout", "earning", "payment"] and history[3]["details"].get("discount") == 600,
+    )
+
+
+def _what(event: dict) -> str:
+    details = event["details"]
+    if event["kind"] == "payment":
+        off = f", {details['discount']:,} off" if details.get("discount") else ""
+        return f"{details.get('store_name', details.get('merchant_id'))} {details['amount']:,} {details['currency']}{off}"
+    if event["kind"] == "earning":
+        return f"from {details['affiliate_id']}" + (f", expires {details['expires_at'][:10]}" if "expires_at" in details else "")
+    if event["kind"].startswith("cashout"):
+        return f"cash-out {details.get('cashout_id', '')}" + (f", fee {details['fee']}" if "fee" in details else "")
+    return ", ".join(f"{k} {v}" for k, v in details.items() if k in ("payment_id", "partner", "merchant_id"))
 
 
 async def _exchange(http: aiohttp.ClientSession, base_url: str, phone: Phone, partner_id: str, partner_member_id: str,

@@ -973,10 +973,14 @@ async def _read_json(response: aiohttp.ClientResponse) -> Any:
 
 
 async def credit_member(session: aiohttp.ClientSession, base_url: str, key: tuple[str, str], member_id: str,
-                        points: int, affiliate_ref: str, affiliate_id: str = AFFILIATE_ID) -> dict[str, Any]:
-    """POST /v1/earnings signed as the affiliate; an unanswered attempt is sent again with its key."""
-    body = json.dumps({"member_id": member_id, "points": points, "affiliate_ref": affiliate_ref},
-                      separators=(",", ":")).encode()
+                        points: int, affiliate_ref: str, affiliate_id: str = AFFILIATE_ID,
+                        expires_at: str | None = None) -> dict[str, Any]:
+    """POST /v1/earnings signed as the affiliate (points that expire with `expires_at`);
+    an unanswered attempt is sent again with its key."""
+    earning: dict[str, Any] = {"member_id": member_id, "points": points, "affiliate_ref": affiliate_ref}
+    if expires_at is not None:
+        earning["expires_at"] = expires_at
+    body = json.dumps(earning, separators=(",", ":")).encode()
     idempotency_key = "ld-earn-" + affiliate_ref
     problem: Any = None
     for attempt in range(SETUP_ATTEMPTS_MAX):

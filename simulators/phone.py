@@ -303,8 +303,41 @@ class Phone:
         except (KeyError, TypeError, ValueError) as e:
             raise ApiError("bad_answer", f"the member answer is not the member API contract ({e})", fault="gateway") from e
 
+    # -- the rest of the app: coupons, history, cash-out ------------------------
+
+    async def claim_coupon(self, campaign_id: str, idempotency_key: str) -> Mapping[str, Any]:
+        """Claim a coupon of a claimable campaign (`POST .../coupons`); the coupon, code included."""
+        return await self._post("/coupons", {"campaign_id": campaign_id}, idempotency_key, expected=(201,))
+
+    async def coupons(self) -> list[Mapping[str, Any]]:
+        """The member's coupons, newest first."""
+        return list((await self._get(f"/v1/members/{quote(self.member_id, safe='')}/coupons"))["coupons"])
+
+    async def history(self, limit: int = 20) -> list[Mapping[str, Any]]:
+        """The wallet's movements, newest first (`GET .../history`)."""
+        return list((await self._get(f"/v1/members/{quote(self.member_id, safe='')}/history?limit={limit}"))["items"])
+
+    async def link_bank_account(self, bank_code: str, account_number: str, holder_name: str) -> Mapping[str, Any]:
+        """Link an account for cash-outs; the gateway keeps the number encrypted and shows it masked."""
+        return await self._post("/bank-accounts", {"bank_code": bank_code, "account_number": account_number,
+                                                   "holder_name": holder_name}, None, expected=(200, 201))
+
+    async def cash_out(self, points: int, bank_account_id: str, idempotency_key: str) -> Mapping[str, Any]:
+        """Cash points out to a linked account: the cash-out, paid or failed (201) or pending (202)."""
+        return await self._post("/cashouts", {"points": points, "bank_account_id": bank_account_id}, idempotency_key,
+                                expected=(201, 202))
+
+    async def cashout(self, cashout_id: str) -> Mapping[str, Any]:
+        return await self._get(f"/v1/members/{quote(self.member_id, safe='')}/cashouts/{quote(cashout_id, safe='')}")
+
     async def _get(self, path: str) -> Mapping[str, Any]:
         return await _call("GET", self.base_url + path, self.token, b"", self.timeout_s, expected=200)
+
+    async def _post(self, under_member: str, document: Mapping[str, Any], idempotency_key: str | None, *,
+                    expected: tuple[int, ...]) -> Mapping[str, Any]:
+        path = f"/v1/members/{quote(self.member_id, safe='')}{under_member}"
+        return await _call("POST", self.base_url + path, self.token, json.dumps(document).encode(), self.timeout_s,
+                           expected=expected, idempotency_key=idempotency_key)
 
     # -- keychain -------------------------------------------------------------
 
@@ -368,9 +401,12 @@ class Phone:
 
 
 async def _call(method: str, url: str, token: str | None, body: bytes, timeout_s: float, *,
-                expected: int) -> Mapping[str, Any]:
-    """One member API call; returns the JSON object of the expected status or raises."""
+                expected: int | tuple[int, ...], idempotency_key: str | None = None) -> Mapping[str, Any]:
+    """One member API call; returns the JSON object of an expected status or raises."""
+    expected = (expected,) if isinstance(expected, int) else expected
     headers = {"Accept": "application/json"}
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
     if body:
         headers["Content-Type"] = "application/json"
     if token is not None:
@@ -391,7 +427,7 @@ async def _call(method: str, url: str, token: str | None, body: bytes, timeout_s
         doc = json.loads(raw) if raw else None
     except ValueError:
         doc = None
-    if status != expected:
+    if status not in expected:
         if isinstance(doc, dict) and "code" in doc:
             raise ApiError(str(doc["code"]), str(doc.get("detail") or doc.get("title") or doc["code"]), status=status,
                            request_id=str(doc.get("request_id") or request_id or "") or None,

@@ -441,9 +441,16 @@ async def member_events_live(request: web.Request) -> web.StreamResponse:
         latest = await events.history(member_id, 1, None)
         after = latest["items"][0]["event_id"] if latest["items"] else "0"
     check_event_id(after)  # a bad offset is a problem+json answer, before the stream starts
-    async with sse_response(request, ping_interval=LIVE_PING_S) as stream:
-        async for event in events.live(member_id, after):
-            await stream.send(json.dumps(event, ensure_ascii=False), id=event["event_id"], event=event["kind"])
+    events.open_feed()
+    try:
+        async with sse_response(request, ping_interval=LIVE_PING_S) as stream:
+            def connected() -> bool:
+                return request.transport is not None and not request.transport.is_closing()
+
+            async for event in events.live(member_id, after, connected):
+                await stream.send(json.dumps(event, ensure_ascii=False), id=event["event_id"], event=event["kind"])
+    finally:
+        events.close_feed()
     return stream
 
 
@@ -635,11 +642,18 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
+    app.on_shutdown.append(_close_live_feeds)
     app.cleanup_ctx.extend([_redis_server, _store, _services, _points_expiry, _partner_clients, _bank])
     return app
 
 
 REDIS_URL = web.AppKey("redis_url", str)
+
+
+async def _close_live_feeds(app: web.Application) -> None:
+    """Shutdown: the members' live feeds end (their apps reconnect to another process)."""
+    if EVENTS in app:
+        app[EVENTS].closing = True
 
 
 async def _redis_server(app: web.Application):
@@ -650,12 +664,19 @@ async def _redis_server(app: web.Application):
 
 
 async def _store(app: web.Application):
-    """The Redis connection pool with every script loaded; closed at shutdown."""
-    store = Store(connect(app[REDIS_URL], app[SETTINGS].redis_socket_timeout_s, max_connections=256))
+    """The Redis connection pool with every script loaded, and a second pool for the members'
+    live feeds (each waits on a connection of its own); closed at shutdown."""
+    settings = app[SETTINGS]
+    store = Store(connect(app[REDIS_URL], settings.redis_socket_timeout_s, max_connections=256))
     await store.load_scripts()
     app[STORE] = store
+    app[LIVE_REDIS] = connect(app[REDIS_URL], settings.redis_socket_timeout_s, max_connections=settings.live_feeds_max)
     yield
+    await app[LIVE_REDIS].aclose()
     await store.close()
+
+
+LIVE_REDIS = web.AppKey("live_redis", object)
 
 
 async def _services(app: web.Application):
@@ -671,7 +692,7 @@ async def _services(app: web.Application):
     app[EXCHANGES] = Exchanges(store, tokens, settings, app[PAYMENTS])
     app[COUPONS] = CouponService(store, registry, settings)
     await app[COUPONS].load_config()  # campaigns.toml's campaigns; a bad one stops the start with its name
-    app[EVENTS] = MemberEvents(store, settings)
+    app[EVENTS] = MemberEvents(store, settings, app[LIVE_REDIS])
     app[CASHOUTS] = Cashouts(store, tokens, settings)
     yield
 

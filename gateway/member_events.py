@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from gateway import keyspace
 from gateway.problems import Problem
@@ -39,8 +39,17 @@ def _iso(ms: int) -> str:
 
 
 class MemberEvents:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    """`live` reads through its own Redis client (`live_redis`), so open feeds, each holding a
+    connection while it waits, can never take the connections payments need; at most
+    `live_feeds_max` are open per process, the next gets live_feeds_busy (retry later)."""
+
+    def __init__(self, store: Store, settings: Settings, live_redis: Any = None) -> None:
         self.store = store
+        self.live_redis = live_redis if live_redis is not None else store.redis
+        self.live_feeds_max = settings.live_feeds_max
+        self.live_feeds = 0
+        self.closing = False
+        """Set at shutdown: open feeds end, so a graceful stop does not wait on them."""
         self._names = {m.id: m.name for m in settings.merchants}
         self._stores = {(m.id, s.id): s.name for m in settings.merchants for s in m.stores}
 
@@ -95,11 +104,21 @@ class MemberEvents:
         events = [self.view(i, f) for i, f in entries]
         return {"events": events, "last_event_id": events[-1]["event_id"] if events else after}
 
-    async def live(self, member_id: str, after: str) -> AsyncIterator[dict[str, Any]]:
-        """Every event after `after`, then each new one as it happens; ends only when the caller stops."""
+    def open_feed(self) -> None:
+        """Count a live feed in, or refuse it when the process has as many as it allows."""
+        if self.live_feeds >= self.live_feeds_max:
+            raise Problem("live_feeds_busy", f"this server has {self.live_feeds_max} live feeds open; reconnect shortly")
+        self.live_feeds += 1
+
+    def close_feed(self) -> None:
+        self.live_feeds -= 1
+
+    async def live(self, member_id: str, after: str, wanted: Callable[[], bool]) -> AsyncIterator[dict[str, Any]]:
+        """Every event after `after`, then each new one as it happens, while `wanted()` (the client
+        is connected) and the server is not closing; it notices within one LIVE_BLOCK_MS."""
         key, last = keyspace.member_events_key(member_id), check_event_id(after)
-        while True:
-            reply = await self.store.redis.xread({key: last}, count=PAGE_MAX, block=LIVE_BLOCK_MS)
+        while wanted() and not self.closing:
+            reply = await self.live_redis.xread({key: last}, count=PAGE_MAX, block=LIVE_BLOCK_MS)
             for _stream, entries in reply or []:
                 for event_id, fields in entries:
                     last = event_id

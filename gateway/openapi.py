@@ -525,7 +525,7 @@ OPERATIONS: tuple[tuple[str, str, str, type | None, int, type, Any, tuple[str, .
     ("get", "/v1/members/{member_id}/events", "The wallet's events after an offset, oldest first", None, 200,
      EventPage, {"page": {"events": [_EVENT], "last_event_id": "1764558855123-0"}}, ("member_not_found", "invalid_request")),
     ("get", "/v1/members/{member_id}/events/live", "Server-sent events: each movement of the wallet as it happens",
-     None, 200, None, {}, ("member_not_found", "invalid_request")),
+     None, 200, None, {}, ("member_not_found", "invalid_request", "live_feeds_busy")),
     ("put", "/v1/members/{member_id}/settings", "The member's spending limits (confirmation threshold, daily cap)",
      "SpendingSettings", 200, SpendingSettingsView,
      {"set": {"confirm_over_points": 50000, "daily_cap_points": 300000, "daily_cap_max_points": 3000000}},

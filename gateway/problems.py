@@ -79,6 +79,7 @@ PROBLEMS: dict[str, ProblemKind] = {
     "not_found": ProblemKind(404, "No such route.", "caller", False),
     "method_not_allowed": ProblemKind(405, "This route does not take this method.", "caller", False),
     "storage_unavailable": ProblemKind(503, "The gateway is briefly unavailable. Retry with the same key.", "gateway", True),
+    "live_feeds_busy": ProblemKind(503, "Live updates are busy. The app reconnects shortly.", "gateway", True),
     "internal_error": ProblemKind(500, "The gateway failed. Retry with the same key; the payment is never applied twice.", "gateway", True),
 }
 

@@ -98,6 +98,7 @@ class Settings:
     member_daily_points_max: int = 3_000_000
     member_day_time_zone: str = "Asia/Seoul"
     points_expiry_interval_s: float = 60.0
+    live_feeds_max: int = 512
     # [cashout]
     cashout_min_points: int = 5_000
     cashout_fee_points: int = 500
@@ -151,6 +152,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "amount_max_krw": (1, 10**12),
     "member_daily_points_max": (1, 10**12),
     "cashout_min_points": (1, 10**12),
+    "live_feeds_max": (1, 100_000),
     "cashout_fee_points": (0, 10**9),
 }
 # (minimum, maximum) for every number setting that may have a fraction.

@@ -308,3 +308,31 @@ async def test_the_members_daily_cap_declines_beyond_it_and_cannot_exceed_the_wa
     assert (200, maximum, None) == (status, settings["daily_cap_points"], settings["confirm_over_points"])
     _, third, _ = await terminal.pay(member.code(), 3_000)
     assert "approved" == third["status"]
+
+
+async def test_live_feeds_beyond_the_cap_are_refused_and_payments_keep_their_connections(settings, store):
+    """Two feeds allowed: the third is 503 live_feeds_busy; with both open a sale still goes through
+    (the feeds wait on their own Redis connections), and closing one lets a new one in."""
+    import dataclasses
+
+    from tests.e2e.conftest import serving
+
+    async with serving(dataclasses.replace(settings, live_feeds_max=2)) as gateway:
+        member, token = await wallet(gateway, 10_000)
+        url = f"{gateway.base_url}/v1/members/{member.member_id}/events/live"
+        headers = {"Authorization": f"Bearer {token}"}
+        first = await gateway.session.get(url, headers=headers)
+        second = await gateway.session.get(url, headers=headers)
+        async with gateway.session.get(url, headers=headers) as third:
+            assert (503, "live_feeds_busy") == (third.status, (await third.json(content_type=None))["code"])
+        _, sale, _ = await (await gateway.terminal()).pay(member.code(), 1_000)
+        assert "approved" == sale["status"]
+        assert -1_000 == json.loads((await asyncio.wait_for(_next_frame(first), 5))["data"])["points"]
+        first.close()
+        for _ in range(30):  # the server notices the hang-up within one blocking read
+            async with gateway.session.get(url, headers=headers) as again:
+                if again.status == 200:
+                    break
+            await asyncio.sleep(0.1)
+        assert 200 == again.status
+        second.close()

@@ -29,6 +29,8 @@ from gateway.cashouts import BankAccountRequest, BankClient, CASHOUTS_PAGE_DEFAU
 from gateway.coupons import CampaignRequest, CouponClaimRequest, CouponIssueRequest, CouponService
 from gateway.keyring import Keyring
 from gateway.ledger import Ledger, expire_due
+from gateway.settlement import Settlement, settle_yesterday
+from gateway.views import JournalConsumer
 from gateway.member_events import MemberEvents, check_event_id
 from gateway.members import (Bearer, Confirmation, EarningRequest, Exchanges, ExchangeRequest, InboundExchangeRequest,
                              MemberService, SpendingSettings)
@@ -575,6 +577,13 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """This process's metrics, and the journal consumers' lag (read from Redis at each scrape)."""
+    try:
+        consumer = request.app[CONSUMER]
+        request.app[METRICS].journal_lag.set(await consumer.lag())
+        request.app[METRICS].journal_pending.set(await consumer.pending())
+    except redis.exceptions.RedisError:
+        pass  # the scrape still answers; the gauges keep their last values
     body, content_type = request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": content_type})
 
@@ -643,7 +652,7 @@ def create_app(settings: Settings) -> web.Application:
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     app.on_shutdown.append(_close_live_feeds)
-    app.cleanup_ctx.extend([_redis_server, _store, _services, _points_expiry, _partner_clients, _bank])
+    app.cleanup_ctx.extend([_redis_server, _store, _services, _journal_consumer, _scheduled_settlement, _points_expiry, _partner_clients, _bank])
     return app
 
 
@@ -724,6 +733,33 @@ async def every(interval_s: float, work: Callable[[], Awaitable[Any]], what: str
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def _journal_consumer(app: web.Application):
+    """This process's consumer of the journals: the views settlement reads (see gateway/views.py)."""
+    interval_s = app[SETTINGS].views_interval_s
+    consumer = JournalConsumer(app[STORE], app[SETTINGS], app[MERCHANTS])
+    app[CONSUMER] = consumer
+    if not interval_s:
+        yield
+        return
+    async with every(interval_s, consumer.run_round, "journal consumer"):
+        yield
+
+
+CONSUMER = web.AppKey("journal_consumer", JournalConsumer)
+
+
+async def _scheduled_settlement(app: web.Application):
+    """Yesterday is settled as soon as each merchant's business day has ended (see gateway/settlement.py)."""
+    settings = app[SETTINGS]
+    if not settings.settle_interval_s:
+        yield
+        return
+    service = Settlement(app[STORE], settings, app[MERCHANTS], app[CONSUMER])
+    async with every(settings.settle_interval_s, lambda: settle_yesterday(service, settings.settlements_dir),
+                     "scheduled settlement"):
+        yield
 
 
 async def _points_expiry(app: web.Application):

@@ -141,8 +141,11 @@ def replay(
     return report
 
 
+SETTLEMENT_PARTITION = -1  # the settlement journal, audited with the partitions' journals
+
+
 async def read_journal(store: Store, partition: int) -> list[JournalEntry]:
-    key = keyspace.journal_key(partition)
+    key = keyspace.SETTLEMENT_JOURNAL_KEY if partition == SETTLEMENT_PARTITION else keyspace.journal_key(partition)
     entries: list[JournalEntry] = []
     start = "-"
     while True:
@@ -173,4 +176,7 @@ async def run_audit(store: Store) -> AuditReport:
             events = await store.redis.xrange(keyspace.member_events_key(member_id))
             wallets.append(StoredWallet(member_id, unit, int(available), int(held), int(expiring or 0),
                                         sum(map(int, lots)), tuple(fields["entry"] for _, fields in events)))
+    if await store.redis.exists(keyspace.SETTLEMENT_JOURNAL_KEY):
+        entries.extend(await read_journal(store, SETTLEMENT_PARTITION))
+        indexes[SETTLEMENT_PARTITION] = await store.redis.hgetall(keyspace.SETTLEMENT_ENTRIES_KEY)
     return replay(entries, wallets, indexes)

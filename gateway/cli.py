@@ -3,6 +3,10 @@
     gateway serve [--host H] [--port P] [--workers N]   run the gateway (bundled Redis unless REDIS_URL)
     gateway audit                 replay the journal; exit 1 naming the first discrepancy
     gateway expire-points         expire every lot of points whose date has passed (the server does it every minute)
+    gateway consume [--once]      run a journal consumer (the views settlement reads); the server runs one too
+    gateway status                the journal consumers' lag, pending entries and the days in the views
+    gateway settle --date D [--out DIR]   settle business day D: files under var/settlements/D/, entries once
+    gateway recon network OURS THEIRS [--nearby FILE ...]   our network file against a partner's: the exceptions
     gateway keys status           which keys encrypt how many device secrets
     gateway keys rotate           new active key, re-encrypt every secret, no downtime
     gateway keys retire KEY_ID    drop a key no secret uses any more
@@ -32,6 +36,8 @@ from gateway import merchants_cli, operators_cli
 from gateway import fx, keyspace
 from gateway.audit import run_audit
 from gateway.ledger import expire_due
+from gateway.settlement import Settlement, SettlementError, reconcile_network
+from gateway.views import JournalConsumer
 from gateway.cashouts import Cashouts
 from gateway.embedded_redis import EmbeddedRedisError
 from gateway.keyring import KeyringError
@@ -52,6 +58,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser.add_argument("--workers", type=int, help="worker processes sharing the port")
     commands.add_parser("audit", help="replay the journal and prove every balance")
     commands.add_parser("expire-points", help="expire the points whose expiry date has passed, now")
+    consume = commands.add_parser("consume", help="run a journal consumer of the views")
+    consume.add_argument("--once", action="store_true", help="apply what is there, then stop")
+    commands.add_parser("status", help="journal consumer lag and pending entries")
+    settle = commands.add_parser("settle", help="settle a closed business day")
+    settle.add_argument("--date", required=True, help="YYYY-MM-DD, the merchants' business day")
+    settle.add_argument("--out", default="var/settlements", help="directory for the files (default var/settlements)")
+    recon = commands.add_parser("recon", help="reconcile settlement files")
+    recon_commands = recon.add_subparsers(dest="recon_command", required=True)
+    network = recon_commands.add_parser("network", help="our network file against the partner's for the same day")
+    network.add_argument("ours")
+    network.add_argument("theirs")
+    network.add_argument("--nearby", action="append", default=[], help="the partner's file of a neighbouring day")
     keys = commands.add_parser("keys", help="encryption keys of secrets at rest")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     key_commands.add_parser("status", help="key ids and how many secrets each encrypts")
@@ -82,10 +100,60 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(load_settings(args.config_dir, **overrides))
         if args.command == "redis":
             return _run_redis(settings)
+        if args.command == "recon":
+            return _recon(settings, args)
         return asyncio.run(_COMMANDS[args.command](settings, args))
     except (SettingsError, EmbeddedRedisError, KeyringError) as e:
         print(f"gateway: {e}", file=sys.stderr)
         return 2
+
+
+async def _consume(settings, args) -> int:
+    async with open_runtime(settings) as rt:
+        consumer = JournalConsumer(rt.store, settings, MerchantRegistry(rt.store, rt.keyring))
+        if args.once:
+            print(f"consume: {await consumer.drain():,} journal entries applied")
+            return 0
+        while True:
+            await consumer.run_round()
+            await asyncio.sleep(max(settings.views_interval_s, 0.2))
+
+
+async def _status(settings, args) -> int:
+    async with open_runtime(settings) as rt:
+        consumer = JournalConsumer(rt.store, settings, MerchantRegistry(rt.store, rt.keyring), name="status")
+        lag, pending = await consumer.lag(), await consumer.pending()
+    print(f"journal consumers: lag {lag:,} entries (not yet applied), {pending:,} read and not yet acknowledged")
+    return 0
+
+
+async def _settle(settings, args) -> int:
+    async with open_runtime(settings) as rt:
+        try:
+            day = await Settlement(rt.store, settings, MerchantRegistry(rt.store, rt.keyring)).settle_day(args.date, args.out)
+        except (SettlementError, ValueError) as e:
+            print(f"settle: {e}", file=sys.stderr)
+            return 1
+    for merchant in day.merchants:
+        totals = merchant["totals"]
+        print(f"  {merchant['merchant_id']:<16} sales {totals['sales']['count']:>5} {totals['sales']['points']:>12,}  "
+              f"payable {totals['payable_points']:>12,}  fee {totals['fee_points']:>9,}  net {totals['net_payable_points']:>12,}")
+    for network in day.networks:
+        net = ", ".join(f"{amount:+,} {currency}" for currency, amount in network["net"].items()) or "nothing"
+        print(f"  network {network['partner']:<8} position {network['position_points']:+,} points; net {net} "
+              f"(+: we pay {network['partner']})")
+    print(f"settle: {args.date} written to {day.directory}/")
+    return 0
+
+
+def _recon(settings, args) -> int:
+    def read(path: str) -> dict:
+        with open(path) as file:
+            return json.load(file)
+
+    report = reconcile_network(read(args.ours), read(args.theirs), [read(p) for p in args.nearby])
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    return 0 if report["status"] == "matched" else 1
 
 
 async def _expire_points(settings, args) -> int:
@@ -210,7 +278,8 @@ def _run_redis(settings) -> int:
     return 0
 
 
-_COMMANDS = {"fx": _fx, "audit": _audit, "expire-points": _expire_points, "keys": _keys, "merchants": merchants_cli.run, "operators": operators_cli.run, "partners": _partners}
+_COMMANDS = {"fx": _fx, "audit": _audit, "expire-points": _expire_points, "consume": _consume, "status": _status,
+             "settle": _settle, "keys": _keys, "merchants": merchants_cli.run, "operators": operators_cli.run, "partners": _partners}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -304,3 +304,43 @@ def coupon_counts_key(member_id: str) -> str:
 def coupon_request_key(member_id: str, requester: str, idempotency_key: str) -> str:
     """Hash with an expiry: `request_hash`, `code` of the coupon one issue request gave the member (its retries get it)."""
     return f"{PREFIX}:{partition_tag(partition_of_member(member_id))}:couponreq:{member_id}:{requester}:{idempotency_key}"
+
+
+# -- views and settlement ------------------------------------------------------
+
+
+def view_key(partition: int, day: str) -> str:
+    """Hash: one day's view counters of the partition's journal (gateway/views.py lists the fields)."""
+    return f"{PREFIX}:{partition_tag(partition)}:view:{day}"
+
+
+def view_items_key(partition: int, day: str) -> str:
+    """List: JSON of the day's cross-network payments and give-backs, for reconciliation with partners."""
+    return f"{PREFIX}:{partition_tag(partition)}:viewitems:{day}"
+
+
+def view_days_key(partition: int) -> str:
+    """Set: the days the partition's views have counters for."""
+    return f"{PREFIX}:{partition_tag(partition)}:viewdays"
+
+
+def view_applied_key(partition: int) -> str:
+    """Set: stream ids of journal entries applied to the views (an entry is applied once)."""
+    return f"{PREFIX}:{partition_tag(partition)}:viewapplied"
+
+
+def view_stats_key(partition: int) -> str:
+    """Hash: `applied`, the number of journal entries applied (lag = journal length - applied)."""
+    return f"{PREFIX}:{partition_tag(partition)}:viewstats"
+
+
+SETTLEMENT_TAG = "{settle}"
+SETTLEMENT_JOURNAL_KEY = f"{PREFIX}:{SETTLEMENT_TAG}:journal"
+"""Stream: the settlement entries (a merchant's day moved from payable to settled, the fee kept)."""
+SETTLEMENT_ENTRIES_KEY = f"{PREFIX}:{SETTLEMENT_TAG}:entries"
+"""Hash: settlement entry id -> stream id (a merchant's day settles once)."""
+
+
+def settlement_report_key(day: str, merchant_id: str) -> str:
+    """String: JSON of a merchant's settlement of a day, as first written (a rerun gives the same)."""
+    return f"{PREFIX}:{SETTLEMENT_TAG}:report:{day}:{merchant_id}"

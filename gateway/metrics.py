@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # Authorisations take about a millisecond on loopback; the buckets reach to the
 # terminal's timeout so a stall shows in the top bucket instead of vanishing.
@@ -25,6 +25,10 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S, registry=self.registry,
         )
         self.declines = Counter("pointgate_declines", "declined sales by reason", ["reason"], registry=self.registry)
+        self.journal_lag = Gauge("pointgate_journal_consumer_lag", "journal entries the views have not applied yet",
+                                 registry=self.registry)
+        self.journal_pending = Gauge("pointgate_journal_consumer_pending",
+                                     "journal entries read by a consumer and not yet acknowledged", registry=self.registry)
 
     def observe(self, route: str, method: str, status: int, outcome: str, elapsed_s: float) -> None:
         self.requests.labels(route, method, str(status), outcome or "none").inc()

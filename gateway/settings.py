@@ -52,6 +52,8 @@ class Merchant:
     business_day_cutoff: str
     receipt_width: int
     stores: tuple[Store, ...]
+    fee_bp: int = 0
+    """The merchant's fee in basis points of its day's net sales, kept at settlement."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,9 @@ class Settings:
     member_daily_points_max: int = 3_000_000
     member_day_time_zone: str = "Asia/Seoul"
     points_expiry_interval_s: float = 60.0
+    views_interval_s: float = 1.0
+    settle_interval_s: float = 900.0
+    settlements_dir: str = "var/settlements"
     live_feeds_max: int = 512
     # [cashout]
     cashout_min_points: int = 5_000
@@ -158,6 +163,8 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
 # (minimum, maximum) for every number setting that may have a fraction.
 _FLOAT_RANGES: dict[str, tuple[float, float]] = {
     "points_expiry_interval_s": (0.05, 86400.0),
+    "views_interval_s": (0.0, 3600.0),
+    "settle_interval_s": (0.0, 86400.0),
     "bank_timeout_s": (0.05, 120.0),
     "bank_resolve_interval_s": (0.05, 3600.0),
 }
@@ -330,9 +337,16 @@ def _merchants(doc: Mapping[str, Any]) -> tuple[Merchant, ...]:
                 business_day_cutoff=cutoff,
                 receipt_width=_require(table, "receipt_width", where, int),
                 stores=stores,
+                fee_bp=_fee_bp(table.get("fee_bp", 0), where),
             )
         )
     return tuple(merchants)
+
+
+def _fee_bp(value: Any, where: str) -> int:
+    if type(value) is not int or not 0 <= value <= 10_000:
+        raise SettingsError(f"{where}.fee_bp: expected whole basis points 0-10000 (150 = 1.5%), got {value!r}")
+    return value
 
 
 def _affiliates(doc: Mapping[str, Any]) -> tuple[Affiliate, ...]:

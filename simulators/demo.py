@@ -99,6 +99,7 @@ async def tell(story: Story) -> None:
             await in_the_app(story, base_url, registry, session, gs25_key, minji, the_bank)
             await across_borders(story, base_url, gs25_key, minji, taishin)
             await under_load(story, base_url, app)
+        await close_the_day(story, app, taishin)
         await audit(story, app[REDIS_URL], settings.keyring_path)
     finally:
         if taishin is not None:
@@ -367,6 +368,47 @@ async def under_load(story: Story, base_url: str, app) -> None:
         report.passed,
     )
     print(load.render_report(report), flush=True)
+
+
+async def close_the_day(story: Story, app, taishin: partner.PartnerNetwork) -> None:
+    """Both networks settle the business day (as if after its cut-off: the demo does not wait for
+    midnight), and the two sides' network files are reconciled."""
+    from gateway.app import SETTINGS
+    from gateway.clock import wall_ms
+    from gateway.payments import business_day
+    from gateway.settlement import Settlement, reconcile_network
+
+    day = business_day(wall_ms(), app[SETTINGS].member_day_time_zone, "00:00")
+    tomorrow = lambda: wall_ms() + 86_400_000  # noqa: E731  the clock after the day's cut-off
+    home = await Settlement(app[STORE], app[SETTINGS], app[MERCHANTS], now_ms=tomorrow).settle_day(day, DEMO_DIR / "settlements")
+    again = await Settlement(app[STORE], app[SETTINGS], app[MERCHANTS], now_ms=tomorrow).settle_day(day, DEMO_DIR / "settlements")
+    theirs = await Settlement(taishin.app[STORE], taishin.settings, taishin.app[MERCHANTS],
+                              now_ms=tomorrow).settle_day(day, DEMO_DIR / "taishin-settlements")
+    print(f"\nsettlement of {day} (files in {home.directory}/):")
+    for merchant in home.merchants:
+        t = merchant["totals"]
+        print(f"  {merchant['merchant_name']:<18} sales {t['sales']['count']:>3} {t['sales']['points']:>9,}  "
+              f"given back {t['refunds']['points'] + t['cancels']['points'] + t['reversals']['points']:>8,}  "
+              f"payable {t['payable_points']:>9,}  fee {t['fee_points']:>6,}  net {t['net_payable_points']:>9,} KRW"
+              + (f"  coupons {t['discounts']}" if t["discounts"] else ""))
+    [ours] = [n for n in home.networks if n["partner"] == "taishin"]
+    [mirror] = [n for n in theirs.networks if n["partner"] == "hana"]
+    recon = reconcile_network(ours, mirror)
+    net = ", ".join(f"{'we pay' if v > 0 else 'Taishin pays'} {abs(v):,} {c}" for c, v in ours["net"].items())
+    print(f"  network Taishin: inbound {ours['inbound']['count']} ({ours['inbound']['amounts']}), "
+          f"outbound {ours['outbound']['count']} ({ours['outbound']['amounts']}); net: {net}; "
+          f"reconciled with Taishin's file: {recon['status']} ({recon['matched']} items)\n", flush=True)
+    gs25 = next((m for m in home.merchants if m["merchant_id"] == "gs25"), None)
+    story.check(
+        "the day closes: settlement files for every merchant, the network net position, and Taishin's side",
+        "files written; a rerun is identical; each merchant's net plus fee equals its payable; "
+        "our Taishin file reconciles with Taishin's with no exceptions",
+        f"{len(home.merchants)} merchants (GS25 net {gs25['totals']['net_payable_points'] if gs25 else 0:,} KRW); "
+        f"network net {net}; reconciliation {recon['status']} with {len(recon['exceptions'])} exceptions",
+        again.summary() == home.summary() and recon["status"] == "matched"
+        and all(m["totals"]["net_payable_points"] + m["totals"]["fee_points"] == m["totals"]["payable_points"]
+                for m in home.merchants) and (home.directory / "summary.json").exists(),
+    )
 
 
 async def audit(story: Story, redis_url: str, keyring_path: str) -> None:

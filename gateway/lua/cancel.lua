@@ -27,7 +27,7 @@ local member_id, amount = payment[4], tonumber(payment[5])
 local postings, points = payment_give_back(w, KEYS[13], 14, amount, amount, true)
 if #postings > 0 then
   wallet_entry(w, member_id, 'cancel:' .. ARGV[6], 'cancel', postings,
-    cjson.encode({payment_id = ARGV[6], merchant_id = ARGV[5]}), ARGV[4], points, 0,
+    payment_meta(KEYS[13], payment[5]), ARGV[4], points, 0,
     {payment_id = ARGV[6], merchant_id = ARGV[5], store_id = payment[6], amount = payment[5], currency = payment[7]})
 end
 lots_expire(w, member_id, ARGV[4])

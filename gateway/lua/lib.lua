@@ -309,3 +309,16 @@ local function payment_give_back(w, payment_key, first_coupon, amount, paid, las
   redis.call('HSET', payment_key, 'lots', lots, 'coupons', #coupons > 0 and cjson.encode(coupons) or '[]')
   return postings, member_back, discount_back
 end
+
+-- The journal meta of a movement of a payment: who and where (from the
+-- payment record), the movement's own amount in the payment's currency, and
+-- `extra`. The journal then describes itself: its consumers (merchant
+-- payables, network positions, settlement) need nothing else.
+local function payment_meta(payment_key, amount_text, extra)
+  local p = redis.call('HMGET', payment_key, 'payment_id', 'merchant_id', 'store_id', 'terminal_id', 'order_ref',
+    'currency', 'account', 'partner_payment_id')
+  local meta = {payment_id = p[1], merchant_id = p[2], store_id = p[3], terminal_id = p[4], order_ref = p[5],
+    amount = amount_text, currency = p[6], account = p[7], partner_payment_id = p[8] or ''}
+  for k, v in pairs(extra or {}) do meta[k] = v end
+  return cjson.encode(meta)
+end

@@ -32,7 +32,7 @@ if ARGV[7] == 'refund' then entry = 'refund:' .. ARGV[11] end
 journal_append(KEYS[7], KEYS[8], entry, ARGV[7], {
   posting('merchant:' .. ARGV[5], payment[5], '-', amount_text),
   posting(payment[6], payment[5], '', amount_text),
-}, cjson.encode({payment_id = ARGV[6], partner_points = ARGV[13]}), ARGV[4])
+}, payment_meta(KEYS[6], amount_text, {partner_points = ARGV[13]}), ARGV[4])
 local response
 if ARGV[7] == 'cancel' then
   redis.call('HSET', KEYS[6], 'state', 'cancelled', 'cancelled_ms', ARGV[4])

@@ -20,7 +20,7 @@ if ARGV[1] == 'approved' then
   journal_append(KEYS[6], KEYS[7], 'out:' .. payment[2], 'partner_payment', {
     posting(payment[5], payment[4], '-', payment[3]),
     posting('merchant:' .. payment[6], payment[4], '', payment[3]),
-  }, cjson.encode({payment_id = payment[2], partner_payment_id = ARGV[4], partner_points = ARGV[5]}), ARGV[7])
+  }, payment_meta(KEYS[5], payment[3], {partner_payment_id = ARGV[4], partner_points = ARGV[5]}), ARGV[7])
   redis.call('HSET', KEYS[5], 'state', 'approved', 'points', payment[3], 'approval_code', ARGV[3],
     'partner_payment_id', ARGV[4], 'partner_points', ARGV[5], 'fx_rate', ARGV[6], 'quote_id', ARGV[9],
     'discount', ARGV[10], 'partner_coupons', ARGV[11])

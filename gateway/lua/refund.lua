@@ -33,7 +33,7 @@ local postings, points, discount_points = payment_give_back(w, KEYS[13], 15, amo
 local points_text = int_text(points)
 if #postings > 0 then
   wallet_entry(w, member_id, 'refund:' .. ARGV[7], 'refund', postings,
-    cjson.encode({payment_id = ARGV[6], refund_id = ARGV[7], merchant_id = ARGV[5], amount = ARGV[8]}), ARGV[4],
+    payment_meta(KEYS[13], ARGV[8], {refund_id = ARGV[7]}), ARGV[4],
     points, 0, {payment_id = ARGV[6], refund_id = ARGV[7], merchant_id = ARGV[5], store_id = payment[8],
       amount = ARGV[8], currency = payment[9], discount_points = int_text(discount_points)})
 end

@@ -37,7 +37,7 @@ if ARGV[7] ~= '' then
       journal_append(KEYS[8], KEYS[9], 'reversal:' .. ARGV[7], 'reversal', {
         posting('merchant:' .. ARGV[5], redis.call('HGET', KEYS[14], 'unit'), '-', int_text(left)),
         posting(account, redis.call('HGET', KEYS[14], 'unit'), '', int_text(left)),
-      }, cjson.encode({payment_id = ARGV[7], merchant_id = ARGV[5], order_ref = ARGV[6]}), ARGV[4])
+      }, payment_meta(KEYS[14], int_text(left)), ARGV[4])
     end
     redis.call('HSET', KEYS[14], 'state', 'reversed', 'reversed_ms', ARGV[4])
     batch_record(KEYS[5], KEYS[6], 'void', ARGV[7], int_text(left))
@@ -47,7 +47,7 @@ if ARGV[7] ~= '' then
     local postings, points = payment_give_back(w, KEYS[14], 15, paid - refunded, paid, true)
     if #postings > 0 then
       wallet_entry(w, payment[2], 'reversal:' .. ARGV[7], 'reversal', postings,
-        cjson.encode({payment_id = ARGV[7], merchant_id = ARGV[5], order_ref = ARGV[6]}), ARGV[4], points, 0,
+        payment_meta(KEYS[14], int_text(paid - refunded)), ARGV[4], points, 0,
         {payment_id = ARGV[7], merchant_id = ARGV[5], store_id = payment[5], order_ref = ARGV[6],
           amount = int_text(paid - refunded), currency = payment[6]})
     end

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +17,16 @@ from aiohttp.test_utils import TestServer
 
 from gateway import codes, signing
 from gateway.app import MERCHANTS, TOKENS, create_app
+from gateway.embedded_redis import free_port
+from gateway.keyring import Keyring
 from gateway.ledger import Ledger
+from gateway.merchants import MerchantRegistry
+from gateway.partners import PartnerKeys
+from gateway.settings import Network, Partner, load_settings
+from gateway.store import Store, connect
 from gateway.tokens import Enrolment
+from simulators import partner as partner_simulator
+from simulators.fault_proxy import FaultProxy
 
 
 @dataclass
@@ -124,3 +134,64 @@ async def serving(settings):
 async def gateway(settings, store):
     async with serving(settings) as running:
         yield running
+
+
+# -- two networks: ours and a partner (pointgate under the partner's configuration) ----------
+
+FAST = dict(connect_timeout_s=0.5, read_timeout_s=1.0, concurrency_max=4, circuit_failures_max=3, circuit_open_s=1.0)
+
+
+SIAM = Network("7640", "siam", "Siam Rewards", False, "THB", "SRP")
+PARTNERS = {"taishin": partner_simulator.TAISHIN, "siam": SIAM}
+
+
+@dataclasses.dataclass
+class Networks:
+    home: Gateway
+    taishin: Gateway
+    """The partner network (Taishin unless the test is parametrized with another)."""
+    proxy: FaultProxy
+    partner_id: str
+
+
+@pytest.fixture(params=["taishin"])
+async def networks(request, redis_server, store, tmp_path: Path):
+    """Our gateway and a partner network (pointgate under the partner's configuration), keys exchanged."""
+    network = PARTNERS[request.param]
+    home_port, taishin_port = free_port(), free_port()
+    proxy = await FaultProxy("127.0.0.1", taishin_port).start()
+    home_settings = load_settings(env={}, redis_url=redis_server.url, keyring_path=str(tmp_path / "home-keyring.json"))
+    networks_known = home_settings.networks + ((network,) if network.id not in {n.id for n in home_settings.networks} else ())
+    home_settings = dataclasses.replace(home_settings, networks=networks_known,
+                                        partners=(Partner(network.id, proxy.url, **FAST),))
+    taishin_url = redis_server.url[:-1] + "1"  # its own Redis database
+    taishin_settings = load_settings(partner_simulator.write_config(tmp_path, f"http://127.0.0.1:{home_port}", network),
+                                     env={}, redis_url=taishin_url, keyring_path=str(tmp_path / "taishin-keyring.json"))
+    # Each network issues the other a key, and stores the one it was given.
+    home_store, taishin_store = Store(connect(redis_server.url, 5)), Store(connect(taishin_url, 5))
+    for s in (home_store, taishin_store):
+        await s.load_scripts()
+    home_registry = MerchantRegistry(home_store, Keyring.load(home_settings.keyring_path))
+    taishin_registry = MerchantRegistry(taishin_store, Keyring.load(taishin_settings.keyring_path))
+    await home_registry.load_config(home_settings)
+    await taishin_registry.load_config(taishin_settings)
+    for_taishin = await home_registry.issue_key(network.id)
+    for_home = await taishin_registry.issue_key("hana")
+    await PartnerKeys(home_store, Keyring.load(home_settings.keyring_path)).set(network.id, *for_home)
+    await PartnerKeys(taishin_store, Keyring.load(taishin_settings.keyring_path)).set("hana", *for_taishin)
+    await home_store.close()
+    await taishin_store.close()
+
+    apps = [create_app(home_settings), create_app(taishin_settings)]
+    servers = [TestServer(apps[0], port=home_port), TestServer(apps[1], port=taishin_port)]
+    for server in servers:
+        await server.start_server()
+    async with ClientSession() as session:
+        yield Networks(Gateway(apps[0], servers[0], session), Gateway(apps[1], servers[1], session), proxy, network.id)
+    for server in servers:
+        await server.close()
+    await proxy.close()
+
+
+async def taishin_member(networks: Networks, points: int) -> Member:
+    return await networks.taishin.member(points=points)

@@ -18,8 +18,9 @@ import datetime as dt
 import hashlib
 import json
 import re
+from collections import Counter, defaultdict
 from enum import StrEnum
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -199,7 +200,35 @@ class ReversalRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     reason: Annotated[str, msgspec.Meta(max_length=200)] = ""
 
 
+MOVEMENT_KINDS = ("sale", "void", "refund")
+"""What a terminal's batch counts: approved sales, voids (cancels and reversals) and refunds."""
+BATCH_MOVEMENTS_MAX = 10_000
+"""Movements (or legacy payment ids) one batch close lists: a busy till makes a few thousand a day."""
+BATCH_BODY_BYTES_MAX = 1 << 20
+"""The batch close's own body limit: 10,000 movements are about 800 KB of JSON, far above the
+64 KiB the other requests get, and 1 MiB is the largest `body_bytes_max` allowed anyway."""
+BATCH_LOOKBACK_MAX = 10
+"""Earlier closed batches of the terminal a movement missing at the gateway is looked up in. A
+late movement crosses into the neighbouring batch; ten covers a till closed at every shift for days."""
+BATCH_DIFFERENCES_MAX = 10_000
+"""Differences one answer lists; `differences_omitted` counts the rest. The terminal's side is
+bounded by BATCH_MOVEMENTS_MAX, the gateway's side of a batch left open for weeks is not."""
+
+
+class BatchMovement(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One movement of the open batch as the terminal recorded it. A refund is known by its
+    payment and amount (not every terminal keeps refund ids): two refunds are two movements."""
+
+    payment_id: Annotated[str, msgspec.Meta(pattern=r"^pay_[0-9]{3}[0-9a-f]{16}$", description="the payment")]
+    kind: Literal["sale", "void", "refund"]
+    amount: Annotated[int, msgspec.Meta(ge=0, le=10**15, description=(
+        "minor units: the sale's amount, a cancel's amount, what a reversal gave back (the amount less"
+        " its refunds), or the refund's amount"))]
+
+
 class BatchRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The terminal's own record of its open batch: totals and, item by item, its movements."""
+
     store_id: Id
     sale_count: Annotated[int, msgspec.Meta(ge=0)]
     sale_amount: Annotated[int, msgspec.Meta(ge=0)]
@@ -207,7 +236,16 @@ class BatchRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     void_amount: Annotated[int, msgspec.Meta(ge=0)] = 0
     refund_count: Annotated[int, msgspec.Meta(ge=0)] = 0
     refund_amount: Annotated[int, msgspec.Meta(ge=0)] = 0
-    payment_ids: Annotated[list[str], msgspec.Meta(max_length=10_000)] | None = None
+    movements: Annotated[list[BatchMovement], msgspec.Meta(
+        max_length=BATCH_MOVEMENTS_MAX,
+        description="every sale, void and refund the terminal made since its last close, reconciled one by one")] | None = None
+    payment_ids: Annotated[list[str], msgspec.Meta(
+        max_length=BATCH_MOVEMENTS_MAX, extra_json_schema={"deprecated": True},
+        description="deprecated, send movements: the approved sales' payment ids (only sales are compared)")] | None = None
+
+    def __post_init__(self) -> None:
+        if self.movements is not None and self.payment_ids is not None:
+            raise ValueError("send movements or payment_ids, not both")
 
 
 # -- business days ----------------------------------------------------------

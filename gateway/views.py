@@ -216,14 +216,18 @@ class JournalConsumer:
             if not applied and not await self.lag():
                 return total
 
-    async def apply(self, entry: Entry) -> int:
+    async def entry_deltas(self, entry: Entry) -> Deltas:
+        """The view changes of an entry, with its merchants' business days looked up."""
         merchant_days = {}
         for account, _, _ in entry.postings:
             if account.startswith("merchant:"):
                 merchant_id = account.split(":", 1)[1]
                 zone, cutoff = await self._zone(merchant_id)
                 merchant_days[merchant_id] = payments.business_day(entry.ts_ms, zone, cutoff)
-        change = deltas(entry, lambda m, _ts: merchant_days[m], self.network_day)
+        return deltas(entry, lambda m, _ts: merchant_days[m], self.network_day)
+
+    async def apply(self, entry: Entry) -> int:
+        change = await self.entry_deltas(entry)
         days = sorted({d for d, _ in change.counters} | {d for d, _ in change.items})
         keys = [keyspace.journal_key(entry.partition), keyspace.view_applied_key(entry.partition),
                 keyspace.view_days_key(entry.partition), keyspace.view_stats_key(entry.partition)]

@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from gateway import codes, keyspace, payments
+from gateway import codes, keyspace
 from gateway.app import MERCHANTS, REDIS_URL, SETTINGS, STORE
-from gateway.views import GROUP, Entry, JournalConsumer, day_view, deltas
+from gateway.views import GROUP, Entry, JournalConsumer, day_view
 
 from tests.e2e.conftest import serving
 from tests.e2e.test_member_wallet import wallet
@@ -55,13 +55,7 @@ async def rebuilt(gateway) -> dict[str, dict[str, int]]:
     for partition in range(codes.PARTITIONS):
         for stream_id, fields in await store.redis.xrange(keyspace.journal_key(partition)):
             entry = Entry.parse(partition, stream_id, fields)
-            zones = {}
-            for account, _, _ in entry.postings:
-                if account.startswith("merchant:"):
-                    merchant = account.split(":", 1)[1]
-                    zone, cutoff = await consumer._zone(merchant)
-                    zones[merchant] = payments.business_day(entry.ts_ms, zone, cutoff)
-            for (day, name), amount in deltas(entry, lambda m, _t: zones[m], consumer.network_day).counters.items():
+            for (day, name), amount in (await consumer.entry_deltas(entry)).counters.items():
                 views.setdefault(day, {})
                 views[day][name] = views[day].get(name, 0) + amount
     return {day: {k: v for k, v in sorted(c.items()) if v} for day, c in views.items()}

@@ -1,1 +1,0 @@
-"""`make bench`: the gateway's speed as ratios to a baseline measured in the same run (bench/run.py)."""

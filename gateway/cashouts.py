@@ -40,7 +40,6 @@ Exceptions:
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -54,7 +53,7 @@ import msgspec
 import redis.exceptions
 
 from gateway import keyspace, payments
-from gateway.clock import wall_ms
+from gateway.clock import iso_ms, wall_ms
 from gateway.ledger import InsufficientPoints, LedgerError
 from gateway.members import Bearer, MemberService
 from gateway.problems import Problem
@@ -120,9 +119,7 @@ def new_cashout_id(member_id: str, idempotency_key: str) -> str:
 
 
 def _iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if ms is None else iso_ms(ms)
 
 
 def _aad(member_id: str, bank_account_id: str) -> str:

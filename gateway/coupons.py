@@ -53,7 +53,7 @@ from typing import Annotated, Any, Callable, Final, Literal, Mapping
 import msgspec
 
 from gateway import keyspace, payments
-from gateway.clock import wall_ms
+from gateway.clock import iso_ms, wall_ms
 from gateway.members import Bearer, MemberService
 from gateway.merchants import MerchantRegistry
 from gateway.payment_service import IDEMPOTENCY_TTL_S, Caller
@@ -361,8 +361,6 @@ def new_code(randbelow: Callable[[int], int]) -> str:
     return CODE_PREFIX + "".join(CODE_ALPHABET[randbelow(len(CODE_ALPHABET))] for _ in range(CODE_CHARS))
 
 
-def iso_ms(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def format_amount(minor: int, currency: str) -> str:

@@ -17,11 +17,11 @@ Event ids are the stream's ids (`<ms>-<seq>`); they only ever increase.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 from typing import Any, AsyncIterator, Callable
 
+from gateway.clock import iso_ms
 from gateway import keyspace
 from gateway.problems import Problem
 from gateway.settings import Settings
@@ -34,8 +34,6 @@ LIVE_BLOCK_MS = 2_000  # one blocking read at a time, well inside the Redis sock
 _INT_DETAILS = ("amount", "discount", "discount_points", "points", "fee", "received")
 
 
-def _iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class MemberEvents:
@@ -75,7 +73,7 @@ class MemberEvents:
             if (merchant_id, details.get("store_id")) in self._stores:
                 details["store_name"] = self._stores[(merchant_id, details["store_id"])]
         if "expires_ms" in details:
-            details["expires_at"] = _iso(int(details.pop("expires_ms")))
+            details["expires_at"] = iso_ms(int(details.pop("expires_ms")))
         return {
             "event_id": event_id,
             "kind": fields["kind"],
@@ -83,7 +81,7 @@ class MemberEvents:
             "held": int(fields["held"]),
             "available_after": int(fields["available_after"]),
             "held_after": int(fields["held_after"]),
-            "at": _iso(int(fields["ts_ms"])),
+            "at": iso_ms(int(fields["ts_ms"])),
             "entry_id": fields["entry"],
             "details": details,
         }

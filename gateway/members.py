@@ -21,7 +21,7 @@ from typing import Annotated, Any, Callable
 import msgspec
 
 from gateway import keyspace, payments
-from gateway.clock import wall_ms
+from gateway.clock import iso_ms, wall_ms
 from gateway.payment_service import IDEMPOTENCY_TTL_S, Caller
 from gateway.problems import Problem
 from gateway.settings import Settings
@@ -96,8 +96,6 @@ class Bearer:
     slot: int
 
 
-def _iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _token_hash(token: str) -> str:
@@ -141,7 +139,7 @@ class MemberService:
         return {
             "member_id": member_id,
             "token": token,
-            "token_expires_at": _iso(expires_ms),
+            "token_expires_at": iso_ms(expires_ms),
             "device": {
                 "slot": enrolment.slot,
                 "secret_b32": base64.b32encode(enrolment.secret).decode().rstrip("="),
@@ -186,7 +184,7 @@ class MemberService:
         if first_lot:
             lot, expires_ms = first_lot[0]
             points = await self.store.redis.hget(keyspace.member_lot_points_key(member_id), lot)
-            next_expiry = {"points": int(points or 0), "expires_at": _iso(int(expires_ms))}
+            next_expiry = {"points": int(points or 0), "expires_at": iso_ms(int(expires_ms))}
         return {"member_id": member_id, "unit": balance.unit, "available": balance.available, "held": balance.held,
                 "expiring": int(expiring or 0), "next_expiry": next_expiry,
                 "settings": self._settings_view(confirm_over, daily_cap)}
@@ -223,7 +221,7 @@ class MemberService:
         until_ms = self.now_ms() + CONFIRMATION_TTL_S * 1000
         await self.store.redis.hset(keyspace.member_key(member_id),
                                     mapping={"confirmed_points": request.points, "confirmed_until_ms": until_ms})
-        return {"points": request.points, "expires_at": _iso(until_ms)}
+        return {"points": request.points, "expires_at": iso_ms(until_ms)}
 
     async def codes(self, bearer: Bearer, member_id: str, slot: int, count: int) -> dict[str, Any]:
         await self._own_device(bearer, member_id, slot)
@@ -233,8 +231,8 @@ class MemberService:
             issued = await self.tokens.issue_codes(slot, self.now_ms() // 1000, count)
         except TokenError as e:
             raise Problem("device_unavailable", f"the device is {e.code}; unlock it in the app or enrol again") from None
-        return {"codes": [{"code": c.code, "step": c.step, "seq": c.seq, "refresh_at": _iso(c.refresh_at_s * 1000),
-                           "expires_at": _iso(c.expires_at_s * 1000)} for c in issued]}
+        return {"codes": [{"code": c.code, "step": c.step, "seq": c.seq, "refresh_at": iso_ms(c.refresh_at_s * 1000),
+                           "expires_at": iso_ms(c.expires_at_s * 1000)} for c in issued]}
 
     async def revoke_device(self, bearer: Bearer, member_id: str, slot: int) -> None:
         await self._own_device(bearer, member_id, slot)
@@ -276,8 +274,8 @@ class MemberService:
         record = json.loads(reply[1])
         view = {"earning_id": record["earning_id"], "member_id": record["member_id"], "points": int(record["points"]),
                 "balance_after": int(record["balance_after"]), "affiliate_id": record["affiliate_id"],
-                "affiliate_ref": record["affiliate_ref"], "created_at": _iso(int(record["created_ms"])),
-                "expires_at": _iso(int(record["expires_ms"])) if record.get("expires_ms") else None}
+                "affiliate_ref": record["affiliate_ref"], "created_at": iso_ms(int(record["created_ms"])),
+                "expires_at": iso_ms(int(record["expires_ms"])) if record.get("expires_ms") else None}
         return payments.dumps(view), reply[0] == "replay"
 
 
@@ -332,7 +330,7 @@ class Exchanges:
             record = {"exchange_id": exchange_id, "member_id": member_id, "partner": request.partner,
                       "partner_member_id": request.partner_member_id, "points": request.points, "received": received,
                       "received_unit": network.points_unit, "quote_id": quote.quote_id, "rate": str(quote.rate),
-                      "state": "pending", "created_at": _iso(now_ms)}
+                      "state": "pending", "created_at": iso_ms(now_ms)}
             if not await self.store.redis.set(record_key, json.dumps(record), nx=True):
                 record = json.loads(await self.store.redis.get(record_key))
         # Hold on every attempt of a pending exchange: a crash between writing the record and
@@ -416,7 +414,7 @@ class Exchanges:
         except UnknownMember:
             raise Problem("member_not_found") from None
         answer = {"credit_id": f"xin_{request.exchange_ref}", "exchange_ref": request.exchange_ref,
-                  "member_id": request.member_id, "points": request.points, "credited_at": _iso(self.now_ms())}
+                  "member_id": request.member_id, "points": request.points, "credited_at": iso_ms(self.now_ms())}
         if not await self.store.redis.set(key, json.dumps(answer), nx=True):
             return json.loads(await self.store.redis.get(key))
         return answer

@@ -18,7 +18,6 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections import Counter, defaultdict
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Mapping
 from zoneinfo import ZoneInfo

@@ -31,6 +31,7 @@ from gateway.keyring import Keyring
 from gateway.ledger import Ledger, expire_due
 from gateway.settlement import Settlement, settle_yesterday
 from gateway.views import JournalConsumer
+from gateway.web import PUBLISH_INTERVAL_S as CONSOLE_PUBLISH_INTERVAL_S, WEB_ROUTES, WEB_UI, WebUi
 from gateway.member_events import MemberEvents, check_event_id
 from gateway.members import (Bearer, Confirmation, EarningRequest, Exchanges, ExchangeRequest, InboundExchangeRequest,
                              MemberService, SpendingSettings)
@@ -94,8 +95,10 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             raise Problem("body_too_large", f"the body limit is {request.app[SETTINGS].body_bytes_max} bytes")
         except web.HTTPNotFound:
             raise Problem("not_found", f"no route {request.path}")
-        except web.HTTPMethodNotAllowed:
-            raise Problem("method_not_allowed", f"{request.method} is not allowed on {request.path}")
+        except web.HTTPMethodNotAllowed as e:
+            # RFC 9110 section 15.5.6: a 405 lists the methods the route does take.
+            raise Problem("method_not_allowed", f"{request.method} is not allowed on {request.path}",
+                          headers={"Allow": ", ".join(sorted(e.allowed_methods))})
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError):
             raise Problem("storage_unavailable")
     except Problem as problem:
@@ -173,15 +176,29 @@ async def authenticate(request: web.Request, body: bytes, role: str | tuple[str,
     return Caller(parsed.merchant_id, parsed.key_id, parsed.nonce, merchant.currency, merchant.time_zone, merchant.business_day_cutoff)
 
 
-def decode(body: bytes, kind: type[Any], request: web.Request) -> Any:
-    if body and not request.content_type == "application/json":
-        raise Problem("unsupported_media_type", f"got {request.content_type}")
+def decode_json(body: bytes, content_type: str, kind: type[Any], required: bool = True) -> Any:
+    """The request body as a `kind`, decoded strictly (unknown fields and wrong types refused).
+
+    An empty body is `{}` only where the body is optional (`required=False`): a PUT or POST the
+    document says takes a body must send one, so a client that lost it cannot reset, say, the
+    member's limits to their defaults. Raises Problem `unsupported_media_type` (a body that is not
+    application/json), `invalid_json` (not JSON, or not UTF-8) or `invalid_request` (JSON that
+    does not fit `kind`, or no body where one is required), and nothing else.
+    """
+    if body and content_type != "application/json":
+        raise Problem("unsupported_media_type", f"got {content_type}")
+    if not body and required:
+        raise Problem("invalid_request", "send the request as a JSON object in the body")
     try:
         return msgspec.json.decode(body or b"{}", type=kind)
     except msgspec.ValidationError as e:
         raise Problem("invalid_request", str(e)) from None
     except msgspec.DecodeError as e:
         raise Problem("invalid_json", str(e)) from None
+
+
+def decode(body: bytes, kind: type[Any], request: web.Request, required: bool = True) -> Any:
+    return decode_json(body, request.content_type, kind, required)
 
 
 def idempotency_key(request: web.Request) -> str:
@@ -219,6 +236,20 @@ async def signed_read(request: web.Request, role: str | tuple[str, ...] = "merch
     return caller
 
 
+QUERY_NUMBER_DIGITS_MAX = 9
+"""Counts and page sizes are far below 10**9; a longer number is refused before int() reads it
+(int() refuses more than 4,300 digits with an error of its own)."""
+
+
+def _whole_number(request: web.Request, name: str, default: int) -> int:
+    """A count or page size from the query (its range is the service's to check)."""
+    text = request.query.get(name, str(default))
+    # isdigit() alone accepts '²', which int() refuses, and '٣', which it reads as 3.
+    if not (text.isascii() and text.isdigit() and len(text) <= QUERY_NUMBER_DIGITS_MAX):
+        raise Problem("invalid_request", f"{name} must be a whole number")
+    return int(text)
+
+
 def required_query(request: web.Request, name: str, what: str) -> str:
     value = request.query.get(name, "")
     if not value:
@@ -234,7 +265,11 @@ async def create_payment(request: web.Request) -> web.Response:
     await check_terminal(request, caller, sale.store_id, sale.terminal_id)
     started = time.perf_counter()
     answer = await request.app[PAYMENTS].sale(caller, sale, key, digest)
-    request.app[METRICS].authorisation(time.perf_counter() - started, answer.outcome)
+    elapsed_s = time.perf_counter() - started
+    request.app[METRICS].authorisation(elapsed_s, answer.outcome)
+    # In memory only; the operator console's feed publishes it in the background (gateway/web/feed.py).
+    request.app[WEB_UI].feed.record(caller.merchant_id, sale.store_id, sale.terminal_id, sale.amount, sale.currency,
+                                    answer.outcome, elapsed_s, answer.body)
     return respond(request, answer)
 
 
@@ -268,7 +303,15 @@ async def create_reversal(request: web.Request) -> web.Response:
 
 
 async def close_batch(request: web.Request) -> web.Response:
-    caller, body, key, digest, _ = await signed_write(request, payments.BatchRequest)
+    # A batch close lists up to 10,000 movements, so its body has a limit of its own.
+    limit = max(payments.BATCH_BODY_BYTES_MAX, request.app[SETTINGS].body_bytes_max)
+    roomy = request.clone(client_max_size=limit)
+    try:
+        caller, body, key, digest, _ = await signed_write(roomy, payments.BatchRequest)
+    except web.HTTPRequestEntityTooLarge:
+        raise Problem("body_too_large", f"the batch close body limit is {limit} bytes") from None
+    finally:
+        request.update(roomy)  # what authentication noted (the merchant) is for the access log
     terminal_id = request.match_info["terminal_id"]
     await check_terminal(request, caller, body.store_id, terminal_id)
     return respond(request, await request.app[PAYMENTS].close_batch(caller, terminal_id, body, key, digest))
@@ -296,7 +339,7 @@ async def _bearer(request: web.Request) -> Bearer:
 
 
 async def enrol_member(request: web.Request) -> web.Response:
-    decode(await request.read(), EnrolRequest, request)
+    decode(await request.read(), EnrolRequest, request, required=False)
     return _json(await request.app[MEMBERS].enrol_member(), 201)
 
 
@@ -307,7 +350,7 @@ async def get_member(request: web.Request) -> web.Response:
 
 async def enrol_device(request: web.Request) -> web.Response:
     bearer = await _bearer(request)
-    decode(await request.read(), EnrolRequest, request)
+    decode(await request.read(), EnrolRequest, request, required=False)
     return _json(await request.app[MEMBERS].enrol_device(bearer, request.match_info["member_id"]), 201)
 
 
@@ -325,10 +368,8 @@ async def unlock_device(request: web.Request) -> web.Response:
 
 async def member_codes(request: web.Request) -> web.Response:
     bearer = await _bearer(request)
-    count_text = request.query.get("count", "1")
-    if not count_text.isdigit():
-        raise Problem("invalid_request", "count must be a whole number")
-    return _json(await request.app[MEMBERS].codes(bearer, request.match_info["member_id"], _slot(request), int(count_text)))
+    count = _whole_number(request, "count", 1)
+    return _json(await request.app[MEMBERS].codes(bearer, request.match_info["member_id"], _slot(request), count))
 
 
 async def member_code_image(request: web.Request) -> web.Response:
@@ -418,10 +459,7 @@ async def _own_wallet(request: web.Request) -> str:
 
 
 def _limit(request: web.Request, default: int) -> int:
-    text = request.query.get("limit", str(default))
-    if not text.isdigit():
-        raise Problem("invalid_request", "limit must be a whole number")
-    return int(text)
+    return _whole_number(request, "limit", default)
 
 
 async def member_history(request: web.Request) -> web.Response:
@@ -496,10 +534,8 @@ async def get_cashout(request: web.Request) -> web.Response:
 
 async def list_cashouts(request: web.Request) -> web.Response:
     bearer = await _bearer(request)
-    limit_text = request.query.get("limit", str(CASHOUTS_PAGE_DEFAULT))
-    if not limit_text.isdigit():
-        raise Problem("invalid_request", "limit must be a whole number")
-    return _json(await request.app[CASHOUTS].list_cashouts(bearer, request.match_info["member_id"], int(limit_text)))
+    limit = _limit(request, CASHOUTS_PAGE_DEFAULT)
+    return _json(await request.app[CASHOUTS].list_cashouts(bearer, request.match_info["member_id"], limit))
 
 
 async def interop_receive_exchange(request: web.Request) -> web.Response:
@@ -568,9 +604,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready when Redis answers and holds every script. A Redis that lost its script cache (a
+    restart or failover on Redis 7+, which no longer keeps SCRIPT LOAD in the AOF nor sends it to
+    replicas; SCRIPT FLUSH) gets them loaded again here, so it never leaves a gateway out of rotation."""
     store = request.app[STORE]
     try:
-        ready = bool(await store.redis.ping()) and await store.scripts_loaded()
+        ready = bool(await store.redis.ping())
+        if ready and not await store.scripts_loaded():
+            await store.load_scripts()  # loading runs nothing, so it is safe at any time
+            ready = await store.scripts_loaded()
     except redis.exceptions.RedisError:
         ready = False
     return web.json_response({"status": "ready" if ready else "not_ready", "redis": ready}, status=200 if ready else 503)
@@ -639,7 +681,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/readyz", readyz),
     ("GET", "/metrics", metrics),
     ("GET", "/openapi.json", openapi),
-)
+) + WEB_ROUTES  # the member's web wallet and the operator console (gateway/web)
 
 
 # -- composition --------------------------------------------------------------
@@ -652,7 +694,7 @@ def create_app(settings: Settings) -> web.Application:
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     app.on_shutdown.append(_close_live_feeds)
-    app.cleanup_ctx.extend([_redis_server, _store, _services, _journal_consumer, _scheduled_settlement, _points_expiry, _partner_clients, _bank])
+    app.cleanup_ctx.extend([_redis_server, _store, _services, _journal_consumer, _scheduled_settlement, _points_expiry, _partner_clients, _bank, _web_ui])
     return app
 
 
@@ -816,3 +858,11 @@ async def _bank(app: web.Application):
         yield
     cashouts.bank = None
     await session.close()
+
+
+async def _web_ui(app: web.Application):
+    """The web wallet and operator console (gateway/web), and the console feed's publisher."""
+    ui = WebUi(app[STORE], app[SETTINGS], app[MEMBERS], app[EVENTS], app[PAYMENTS], app[MERCHANTS], app[LIVE_REDIS])
+    app[WEB_UI] = ui
+    async with every(CONSOLE_PUBLISH_INTERVAL_S, ui.publish, "console feed"):
+        yield

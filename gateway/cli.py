@@ -14,6 +14,7 @@
     gateway merchants issue-key|revoke-key ...            signing keys; a new secret is printed only once
     gateway merchants list|load-config                    show the registry; create what merchants.toml lists
     gateway operators add ID [--name N]   an operator of the signed admin API (campaigns); prints its key once
+    gateway operators console-token ID [--hours H]   sign-in for the operator console (/console); printed once
     gateway partners set-key ID KEY_ID SECRET   the key a partner network issued us (stored encrypted)
     gateway partners list                       partners, their URLs and whether we hold their key
     gateway fx show | set FILE | reset          exchange rates: the current table; replace it at run time

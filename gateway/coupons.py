@@ -117,7 +117,10 @@ class CampaignError(ValueError):
 # Decoded from the JSON text exactly (msgspec reads a number or a string into a Decimal), so 12.5
 # never passes through a binary float.
 Percent = Annotated[Decimal, msgspec.Meta(
-    description='percent off as a decimal string, e.g. "10" or "12.5" (at most two decimals); a JSON number is read exactly too')]
+    description='percent off as a decimal string, e.g. "10" or "12.5" (at most two decimals); a JSON number is read exactly too',
+    # The string form the document promises msgspec reads (its own schema says only "a string of
+    # format decimal", which any string fits); the range and decimals are checked on decoding.
+    extra_json_schema={"pattern": r"^[0-9]{1,3}(\.[0-9]{1,2})?$"})]
 Minor = Annotated[int, msgspec.Meta(ge=0, le=AMOUNT_MAX, description="minor units of the campaign's currency")]
 PositiveMinor = Annotated[int, msgspec.Meta(ge=1, le=AMOUNT_MAX, description="minor units of the campaign's currency")]
 
@@ -143,8 +146,10 @@ class CampaignRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
                                                  description='merchant ids, or ["*"] for every merchant')]
     currency: payments.Currency
     discount: DiscountTerms
-    valid_from: Annotated[str, msgspec.Meta(description="RFC 3339, e.g. 2026-12-01T00:00:00+09:00")]
-    valid_until: Annotated[str, msgspec.Meta(description="RFC 3339; the campaign ends at this instant")]
+    valid_from: Annotated[str, msgspec.Meta(description="RFC 3339, e.g. 2026-12-01T00:00:00+09:00",
+                                            extra_json_schema={"format": "date-time"})]
+    valid_until: Annotated[str, msgspec.Meta(description="RFC 3339; the campaign ends at this instant",
+                                             extra_json_schema={"format": "date-time"})]
     min_spend: Minor = 0
     per_member_limit: Annotated[int, msgspec.Meta(ge=1, le=PER_MEMBER_LIMIT_MAX)] = 1
     total_limit: Annotated[int, msgspec.Meta(ge=1, le=TOTAL_LIMIT_MAX)] | None = None

@@ -70,8 +70,21 @@ class EmbeddedRedis:
         return self.data_dir / "redis.log"
 
     def start(self) -> "EmbeddedRedis":
-        if self._process is not None and self._process.poll() is None:
+        """Start the server (or keep the one running) and return once it answers PING."""
+        if self.running:
             return self
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def launch(self) -> None:
+        """Spawn redis-server without waiting for it; `wait_ready()` then waits.
+
+        Split from `start()` so an asyncio program can spawn on its own thread (the
+        child's parent-death signal follows the spawning thread) and wait elsewhere.
+        """
+        if self.running:
+            return
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -103,9 +116,13 @@ class EmbeddedRedis:
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             start_new_session=True, preexec_fn=die_with_parent,
         )
+
+    def wait_ready(self) -> None:
+        """Wait until the launched server has loaded its AOF and answers; then record its port."""
+        if self._process is None:
+            raise EmbeddedRedisError("redis-server was not launched")
         self._wait_ready()
         (self.data_dir / "port").write_text(str(self.port))
-        return self
 
     def _wait_ready(self) -> None:
         assert self._process is not None
@@ -217,7 +234,14 @@ def _running_url(data_dir: Path) -> str | None:
 
 
 def _port_free(port: int) -> bool:
+    """Whether nothing listens on the loopback port.
+
+    SO_REUSEADDR as redis-server itself binds: a server killed with clients
+    connected leaves its side of those connections in TIME_WAIT for a minute,
+    which must not stop it restarting on its own port; a listener still does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

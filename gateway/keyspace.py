@@ -138,6 +138,13 @@ def order_key(merchant_id: str, order_ref: str) -> str:
     return f"{PREFIX}:{merchant_tag(merchant_id)}:order:{order_ref}"
 
 
+def guess_counter_keys(merchant_id: str, store_id: str, terminal_id: str, minute: int) -> list[str]:
+    """Hashes (`n`, expire after two minutes): invalid codes a terminal, and its whole merchant,
+    sent in one minute (the sale refuses to check codes beyond the limits)."""
+    return [f"{PREFIX}:{merchant_tag(merchant_id)}:guesses:{store_id}:{terminal_id}:{minute}",
+            f"{PREFIX}:{merchant_tag(merchant_id)}:guesses:{minute}"]
+
+
 def batch_key(merchant_id: str, store_id: str, terminal_id: str) -> str:
     """Hash: the terminal's open `batch_no` and its `sale_`, `void_`, `refund_` counts and amounts."""
     return f"{PREFIX}:{merchant_tag(merchant_id)}:batch:{store_id}:{terminal_id}"
@@ -186,6 +193,24 @@ def earning_key(affiliate_id: str, affiliate_ref: str) -> str:
 def member_token_key(partition: int, token_hash: str) -> str:
     """Hash: a member bearer token's `member_id`, `slot`, `status`, `expires_ms`; keyed by the token's SHA-256."""
     return f"{PREFIX}:{partition_tag(partition)}:token:{token_hash}"
+
+
+CONSOLE_TAG = "{console}"
+
+
+def console_token_key(token_hash: str) -> str:
+    """Hash, expires: an operator console token, stored only as its SHA-256: `operator_id`, `expires_ms`."""
+    return f"{PREFIX}:{CONSOLE_TAG}:token:{token_hash}"
+
+
+def console_tokens_key(operator_id: str) -> str:
+    """Set: the hashes of an operator's console tokens (revoking walks it)."""
+    return f"{PREFIX}:{CONSOLE_TAG}:tokens:{operator_id}"
+
+
+CONSOLE_CHANNEL = f"{PREFIX}:console:feed"
+"""Pub/sub channel, not a key: every process publishes its sale outcomes and window snapshots
+for the operator console here; nothing is stored (docs/web.md)."""
 
 
 def partner_key_key(partner_id: str) -> str:

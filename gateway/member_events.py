@@ -123,9 +123,21 @@ class MemberEvents:
                     yield self.view(event_id, fields)
 
 
+STREAM_ID_PART_MAX = 2**64 - 1
+"""Redis stream ids are two unsigned 64-bit numbers; Redis refuses a bigger one with an error."""
+
+
 def check_event_id(text: str) -> str:
+    """`text` if it is an event id this API can page from, else Problem invalid_request.
+
+    Twenty digits can exceed what Redis takes, and a page strictly after the very last possible
+    id has no start, so both are refused here rather than by Redis (which would be a 500).
+    """
     if not EVENT_ID_RE.match(text):
         raise Problem("invalid_request", "an event id looks like 1764558855123-0 (or 0 for the beginning)")
+    ms, _, seq = text.partition("-")
+    if int(ms) >= STREAM_ID_PART_MAX or int(seq or 0) > STREAM_ID_PART_MAX:
+        raise Problem("invalid_request", "no event has an id that large")
     return text
 
 

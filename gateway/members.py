@@ -56,7 +56,9 @@ class EarningRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     member_id: Annotated[str, msgspec.Meta(pattern=MEMBER_ID_RE.pattern)]
     points: payments.Amount
     affiliate_ref: payments.OrderRef
-    expires_at: dt.datetime | None = None
+    # msgspec reads a time without an offset too, so its schema claims no format; expiry_ms
+    # refuses those, which is RFC 3339's date-time exactly.
+    expires_at: Annotated[dt.datetime, msgspec.Meta(extra_json_schema={"format": "date-time"})] | None = None
     """When these points expire (RFC 3339 with an offset); they are spent before points that do not."""
 
 

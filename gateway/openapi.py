@@ -9,12 +9,13 @@ against them.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from gateway import payments
 from gateway.coupons import CampaignRequest, CouponClaimRequest, CouponIssueRequest
+from gateway.member_events import EVENT_ID_RE, PAGE_MAX as EVENTS_PAGE_MAX
 from gateway.problems import PROBLEMS
 
 
@@ -100,12 +101,71 @@ class BatchTotals(msgspec.Struct):
     refund_amount: int
 
 
+class BatchMatchedCounts(msgspec.Struct):
+    """Movements the terminal and the gateway both have, with the same amount, by kind."""
+
+    sale: int
+    void: int
+    refund: int
+
+
+class BatchTotalDifference(msgspec.Struct, tag_field="difference", tag="total"):
+    """A total the terminal reported differs from the gateway's."""
+
+    field: str
+    """`sale_count`, `sale_amount`, `void_count`, `void_amount`, `refund_count` or `refund_amount`."""
+    terminal: int
+    gateway: int
+
+
+class _BatchMovementDifference(msgspec.Struct, tag_field="difference", kw_only=True):
+    payment_id: str
+    kind: Literal["sale", "void", "refund"]
+    terminal_amount: int | None
+    """None when the terminal does not have the movement (or sent only its payment id)."""
+    gateway_amount: int | None
+    """None when the gateway's batch does not have the movement."""
+    field: Literal["payment"] | None = None
+    """Deprecated: only in answers to `payment_ids`, with `missing_on`, as those answers always had."""
+    missing_on: Literal["gateway", "terminal"] | None = None
+
+
+class BatchMissingAtGateway(_BatchMovementDifference, tag="missing_at_gateway"):
+    """The terminal has the movement; the gateway's closed batch does not (nor, as far as it can
+    tell, an earlier batch of the terminal)."""
+
+
+class BatchMissingAtTerminal(_BatchMovementDifference, tag="missing_at_terminal"):
+    """The gateway's closed batch has the movement; the terminal does not."""
+
+
+class BatchAmountMismatch(_BatchMovementDifference, tag="amount_mismatch"):
+    """Both have a movement of this payment and kind, with different amounts."""
+
+
+class BatchOtherBatch(_BatchMovementDifference, tag="other_batch"):
+    """The terminal has the movement in this batch; the gateway counted it in an earlier one."""
+
+    batch_no: int
+    """The earlier batch that has it; `gateway_amount` is its amount there."""
+
+
+BatchDifference = (BatchTotalDifference | BatchMissingAtGateway | BatchMissingAtTerminal | BatchAmountMismatch
+                   | BatchOtherBatch)
+
+
 class BatchResult(msgspec.Struct):
     batch_no: int
-    status: str
+    status: Literal["matched", "mismatched"]
+    """`matched` only when there are no differences at all."""
     gateway: BatchTotals
     terminal: BatchTotals
-    differences: list[dict[str, Any]]
+    matched_counts: BatchMatchedCounts
+    """Zero for kinds not compared: with `payment_ids` only sales are, with totals alone none."""
+    differences: list[BatchDifference]
+    """The total fields first, then the movements by payment id, then kind."""
+    differences_omitted: int
+    """Differences beyond the first 10,000, not listed."""
     next_batch_no: int
 
 
@@ -195,6 +255,31 @@ class OnlineCode(msgspec.Struct):
 
 class CodeList(msgspec.Struct):
     codes: list[OnlineCode]
+
+
+class CodeCard(OnlineCode):
+    """The current code with both its pictures, so a page shows digits, bars and QR of one code."""
+
+    server_time: str
+    """The gateway's clock when it answered: a page counts down to refresh_at on it, not on its own."""
+    code128_svg: str
+    """data: URL of the Code 128 picture (image/svg+xml, scalable)."""
+    qr_png: str
+    """data: URL of the QR picture (image/png)."""
+
+
+class WhoAmI(msgspec.Struct):
+    member_id: str
+    slot: int
+    """The device the token was issued to: the one whose codes the page shows."""
+    code_step_s: int
+    unit: str
+
+
+class ConsoleSession(msgspec.Struct):
+    operator_id: str
+    name: str
+    expires_at: str
 
 
 class DeviceStatus(msgspec.Struct):
@@ -381,9 +466,37 @@ _DECLINED = dict(_APPROVED, status="declined", points=0, balance_after=None, app
 _REFUND = {"refund_id": "rf_5c0f2a9d11e4b7a3", "payment_id": _APPROVED["payment_id"], "amount": 1500, "points": 1500,
            "discount_points": 0, "balance_after": 9000, "reason": "one item returned", "created_at": "2026-12-01T03:20:00.000Z"}
 _TOTALS = {"sale_count": 12, "sale_amount": 54000, "void_count": 1, "void_amount": 3000, "refund_count": 0, "refund_amount": 0}
+# Batch 4: the terminal missed a sale (pay_108...), recorded a refund of 1,000 the gateway made for 1,500, and
+# counted a sale (pay_441...) that the gateway had counted in batch 3 (it crossed the close).
+_BATCH_MISMATCHED = {
+    "batch_no": 4, "status": "mismatched",
+    "gateway": {"sale_count": 2, "sale_amount": 8000, "void_count": 0, "void_amount": 0, "refund_count": 1, "refund_amount": 1500},
+    "terminal": {"sale_count": 2, "sale_amount": 7000, "void_count": 0, "void_amount": 0, "refund_count": 1, "refund_amount": 1000},
+    "matched_counts": {"sale": 1, "void": 0, "refund": 0},
+    "differences": [
+        {"difference": "total", "field": "sale_amount", "terminal": 7000, "gateway": 8000},
+        {"difference": "total", "field": "refund_amount", "terminal": 1000, "gateway": 1500},
+        {"difference": "missing_at_terminal", "payment_id": "pay_1083e9b04c7d2a61f58", "kind": "sale",
+         "terminal_amount": None, "gateway_amount": 3000},
+        {"difference": "other_batch", "payment_id": "pay_4410d2c6e8a1f3b5079", "kind": "sale",
+         "terminal_amount": 2000, "gateway_amount": 2000, "batch_no": 3},
+        {"difference": "amount_mismatch", "payment_id": "pay_62217c1a9e0f3b2d4a5", "kind": "refund",
+         "terminal_amount": 1000, "gateway_amount": 1500},
+    ],
+    "differences_omitted": 0, "next_batch_no": 5,
+}
+
+# Query parameters, as strict as the handlers that read them.
+_REF = msgspec.json.schema(payments.OrderRef)
+"""An order, partner or exchange reference: what the sale or exchange was stored under."""
+_EVENT_ID = {"type": "string", "pattern": EVENT_ID_RE.pattern, "description": "an event id such as 1764558855123-0, or 0"}
+_LIVE_AFTER = {"type": "string", "pattern": EVENT_ID_RE.pattern.replace("^(", r"^(\$|"),
+               "description": "an event id, 0 for the beginning, or $ (the default) for what happens from now on"}
+_EVENTS_LIMIT = {"type": "integer", "minimum": 1, "maximum": EVENTS_PAGE_MAX}
 
 SIGNED = [{"pointgateSignature": []}]
 BEARER = [{"memberToken": []}]
+CONSOLE = [{"consoleToken": []}]
 _DEVICE = {"slot": 120455622, "secret_b32": "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQGEZA", "issuer_prefix": "9410",
            "code_step_s": 30, "provisioning_uri": "otpauth://totp/pointgate:120455622?secret=...&pg_slot=120455622"}
 _ENROLMENT = {"member_id": "m62275aed6dc14cb", "token": "pgmt_622_" + "A" * 43,
@@ -410,8 +523,9 @@ _CASHOUT_FAILED = dict(_CASHOUT, state="failed", reason="account_closed")
 MERCHANT_HEADERS = [
     {"name": "Idempotency-Key", "in": "header", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{8,128}$"},
      "description": "one per operation; a retry sends the same key and body and gets the same response"},
-    {"name": "X-Request-Id", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 64},
-     "description": "echoed back; generated when absent"},
+    {"name": "X-Request-Id", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "echoed back when it is 1-64 characters of A-Z a-z 0-9 _ . : -; otherwise, or when absent, the "
+                    "gateway makes one (a request is never refused for its request id)"},
 ]
 
 # (method, path, summary, request type, success status, response type, example, problem codes)
@@ -461,10 +575,14 @@ OPERATIONS: tuple[tuple[str, str, str, type | None, int, type, Any, tuple[str, .
      {"reversed": {"order_ref": "POS1-20261201-0042", "outcome": "reversed", "payment": dict(_APPROVED, status="reversed", balance_after=12000)},
       "before_the_sale": {"order_ref": "POS1-20261201-0043", "outcome": "recorded", "payment": None}},
      ("invalid_request", "idempotency_key_missing", "idempotency_mismatch", "idempotency_in_progress", "unknown_terminal")),
-    ("post", "/v1/terminals/{terminal_id}/batches", "Close the terminal's batch and compare totals", payments.BatchRequest,
-     200, BatchResult,
-     {"matched": {"batch_no": 3, "status": "matched", "gateway": _TOTALS, "terminal": _TOTALS, "differences": [], "next_batch_no": 4}},
-     ("invalid_request", "idempotency_key_missing", "idempotency_mismatch", "unknown_terminal")),
+    ("post", "/v1/terminals/{terminal_id}/batches", "Close the terminal's batch and reconcile it, totals and movement by movement",
+     payments.BatchRequest, 200, BatchResult,
+     {"matched": {"batch_no": 3, "status": "matched", "gateway": _TOTALS, "terminal": _TOTALS,
+                  "matched_counts": {"sale": 12, "void": 1, "refund": 0}, "differences": [], "differences_omitted": 0,
+                  "next_batch_no": 4},
+      "mismatched": _BATCH_MISMATCHED},
+     ("invalid_json", "invalid_request", "body_too_large", "idempotency_key_missing", "idempotency_mismatch",
+      "unknown_terminal")),
     ("post", "/v1/interop/payments", "A partner network's merchant takes one of our members' codes", "InteropSaleRequest",
      201, Payment, {"approved": _INTEROP},
      ("invalid_json", "invalid_request", "idempotency_key_missing", "idempotency_mismatch", "idempotency_in_progress",
@@ -491,7 +609,7 @@ OPERATIONS: tuple[tuple[str, str, str, type | None, int, type, Any, tuple[str, .
      "InboundExchangeRequest", 201, ExchangeCredit, {"credited": _CREDIT},
      ("invalid_json", "invalid_request", "forbidden", "member_not_found")),
     ("get", "/v1/interop/exchanges", "A partner looks up its exchange credit by its reference", None, 200,
-     ExchangeCredit, {"found": _CREDIT}, ("forbidden", "exchange_not_found")),
+     ExchangeCredit, {"found": _CREDIT}, ("invalid_request", "forbidden", "exchange_not_found")),
     ("post", "/v1/members/{member_id}/exchanges", "Exchange points to the member's account at a partner network",
      "ExchangeRequest", 201, Exchange, {"completed": _EXCHANGE},
      ("invalid_json", "invalid_request", "idempotency_key_missing", "member_not_found", "exchange_unavailable",
@@ -569,6 +687,18 @@ OPERATIONS: tuple[tuple[str, str, str, type | None, int, type, Any, tuple[str, .
      CouponClaimRequest, 201, MemberCoupon, {"claimed": _MEMBER_COUPON},
      ("invalid_json", "invalid_request", "unsupported_media_type", "idempotency_key_missing", "idempotency_mismatch",
       "campaign_not_claimable", *_CAMPAIGN_ISSUE_PROBLEMS)),
+    ("get", "/v1/me", "Who the member token belongs to: member id and device slot (the web wallet's sign-in)", None,
+     200, WhoAmI, {"me": {"member_id": "m62275aed6dc14cb", "slot": 120455622, "code_step_s": 30, "unit": "HMP"}}, ()),
+    ("get", "/v1/members/{member_id}/devices/{slot}/code.json", "The current code with its Code 128 and QR pictures "
+     "as data: URLs", None, 200, CodeCard,
+     {"card": dict(_CODE, server_time="2026-12-01T03:14:07.120Z", code128_svg="data:image/svg+xml;base64,PHN2Zz4=",
+                   qr_png="data:image/png;base64,iVBORw0KGgo=")},
+     ("member_not_found", "device_not_found", "device_unavailable")),
+    ("get", "/v1/ops/console/session", "Who the operator console token belongs to, and until when", None, 200,
+     ConsoleSession, {"session": {"operator_id": "ops", "name": "Operations", "expires_at": "2026-12-01T15:14:15.926Z"}},
+     ()),
+    ("get", "/v1/ops/console/live", "Server-sent events for the operator console: each sale (payment) and a summary "
+     "every second (docs/web.md)", None, 200, None, {}, ("live_feeds_busy",)),
 )
 MEMBER_PROBLEMS = ("unauthorized", "storage_unavailable", "internal_error")
 OTHER_SUCCESS: dict[tuple[str, str], dict[int, tuple[str, dict[str, Any]]]] = {
@@ -584,6 +714,11 @@ OPS_ROUTES = (
     ("/metrics", "Prometheus metrics of this process"),
     ("/openapi.json", "This document"),
 )
+WEB_PAGES = (
+    ("/wallet", "The member's web wallet (HTML; sign in with the member token)"),
+    ("/console", "The operator console (HTML; sign in with a console token)"),
+)
+CONSOLE_PROBLEMS = ("operator_unauthorized", "storage_unavailable", "internal_error")
 AUTH_PROBLEMS = ("signature_missing", "bad_signature", "timestamp_out_of_window", "unknown_key", "nonce_replayed",
                  "storage_unavailable", "internal_error")
 
@@ -598,8 +733,10 @@ def _problem_example(code: str) -> dict[str, Any]:
 def _security(method: str, path: str) -> tuple[list[dict[str, list[str]]], tuple[str, ...]]:
     if path == "/v1/members" and method == "post":
         return [], ("storage_unavailable", "internal_error")
-    if path.startswith("/v1/members"):
+    if path.startswith("/v1/members") or path == "/v1/me":
         return BEARER, MEMBER_PROBLEMS
+    if path.startswith("/v1/ops/"):
+        return CONSOLE, CONSOLE_PROBLEMS
     return SIGNED, AUTH_PROBLEMS
 
 
@@ -664,7 +801,7 @@ def openapi_document() -> dict[str, Any]:
             operation["parameters"].append({"name": "symbology", "in": "query", "required": False,
                                             "schema": {"enum": ["code128", "qr"]}})
         if path == "/v1/interop/exchanges" and method == "get":
-            operation["parameters"].append({"name": "exchange_ref", "in": "query", "required": True, "schema": {"type": "string"}})
+            operation["parameters"].append({"name": "exchange_ref", "in": "query", "required": True, "schema": _REF})
         if path.endswith(("/exchanges", "/cashouts")) and path.startswith("/v1/members") and method == "post":
             operation["parameters"].append(MERCHANT_HEADERS[0])
         if path == "/v1/members/{member_id}/coupons":
@@ -674,27 +811,44 @@ def openapi_document() -> dict[str, Any]:
                 operation["parameters"].append({"name": "state", "in": "query", "required": False,
                                                 "schema": {"enum": ["issued", "redeemed", "expired"]}})
         if path == "/v1/interop/payments" and method == "get":
-            operation["parameters"].append({"name": "partner_ref", "in": "query", "required": True, "schema": {"type": "string"}})
-        for name, where in (("before", "/history"), ("limit", "/history"), ("after", "/events"), ("limit", "/events"),
-                            ("after", "/events/live")):
+            operation["parameters"].append({"name": "partner_ref", "in": "query", "required": True, "schema": _REF})
+        for name, where, schema in (("before", "/history", _EVENT_ID), ("limit", "/history", _EVENTS_LIMIT),
+                                    ("after", "/events", _EVENT_ID), ("limit", "/events", _EVENTS_LIMIT),
+                                    ("after", "/events/live", _LIVE_AFTER)):
             if path.startswith("/v1/members") and path.endswith(where):
-                operation["parameters"].append({"name": name, "in": "query", "required": False, "schema": {"type": "string"}})
+                operation["parameters"].append({"name": name, "in": "query", "required": False, "schema": schema})
         if path.endswith("/cashouts") and method == "get":
             operation["parameters"].append({"name": "limit", "in": "query", "required": False,
                                             "schema": {"type": "integer", "minimum": 1, "maximum": 100}})
         if path == "/v1/payments" and method == "get":
-            operation["parameters"].append({"name": "order_ref", "in": "query", "required": True, "schema": {"type": "string"}})
+            operation["parameters"].append({"name": "order_ref", "in": "query", "required": True, "schema": _REF})
         if request_type is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{request_type.__name__}"}}}}
         paths.setdefault(path, {})[method] = operation
     for path, summary in OPS_ROUTES:
         paths[path] = {"get": {"summary": summary, "responses": {"200": {"description": summary}}}}
+    for path, summary in WEB_PAGES:
+        paths[path] = {"get": {"summary": summary, "parameters": [
+            {"name": "lang", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "ko or en; without it, or with any other value, the browser's preferred of the two, "
+                            "else Korean (a page is never refused for its language)"}],
+            "responses": {"200": {"description": summary, "content": {"text/html": {"schema": {"type": "string"}}}}}}}
+    paths["/static/{name}"] = {"get": {
+        "summary": "A script or style sheet of the web pages",
+        "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {
+            "200": {"description": "the file", "content": {media: {"schema": {"type": "string"}}
+                                                           for media in ("text/javascript", "text/css")}},
+            "404": {"description": "problem: not_found", "content": {"application/problem+json": {
+                "schema": {"$ref": "#/components/schemas/ProblemDetails"},
+                "examples": {"not_found": {"value": _problem_example("not_found")}}}}}}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "pointgate API (merchants, members, affiliates)", "version": "1",
                  "description": "Signed with HMAC-SHA256 (see docs/signing.md). Declined sales are payments "
-                                "with status declined and a decline code; errors are RFC 9457 problem+json."},
+                                "with status declined and a decline code; errors are RFC 9457 problem+json. "
+                                "Integers are JSON integer literals (4500, never 4500.0): no amount is ever a float."},
         "paths": paths,
         "components": {
             "schemas": components,
@@ -702,7 +856,9 @@ def openapi_document() -> dict[str, Any]:
                 "type": "apiKey", "in": "header", "name": "X-PG-Signature",
                 "description": "with X-PG-Merchant, X-PG-Key-Id, X-PG-Timestamp and X-PG-Nonce; see docs/signing.md"},
                 "memberToken": {"type": "http", "scheme": "bearer",
-                                "description": "the token a device got at enrolment (pgmt_...)"}},
+                                "description": "the token a device got at enrolment (pgmt_...)"},
+                "consoleToken": {"type": "http", "scheme": "bearer",
+                                 "description": "an operator console token (pgct_...) from `gateway operators console-token`"}},
         },
     }
 

@@ -25,6 +25,7 @@ from gateway import keyspace, signing
 from gateway.keyring import Keyring
 from gateway.settings import Partner
 from gateway.store import Store
+from gateway.telemetry import RollingWindow
 
 
 class PartnerError(Exception):
@@ -72,10 +73,13 @@ class PartnerClient:
     now: Callable[[], float] = time.monotonic
     breaker: CircuitBreaker = field(init=False)
     slots: asyncio.Semaphore = field(init=False)
+    health: RollingWindow = field(init=False)
+    """This process's calls to the partner (ok or error, and latency), for the operator console."""
 
     def __post_init__(self) -> None:
         self.breaker = CircuitBreaker(self.partner.circuit_failures_max, self.partner.circuit_open_s)
         self.slots = asyncio.Semaphore(self.partner.concurrency_max)
+        self.health = RollingWindow()
 
     async def _call(self, method: str, path: str, document: Any, idempotency_key: str | None) -> tuple[int, Any]:
         body = json.dumps(document, separators=(",", ":")).encode() if document is not None else b""
@@ -87,6 +91,7 @@ class PartnerClient:
             headers["Idempotency-Key"] = idempotency_key
         timeout = aiohttp.ClientTimeout(total=self.partner.connect_timeout_s + self.partner.read_timeout_s,
                                         sock_connect=self.partner.connect_timeout_s, sock_read=self.partner.read_timeout_s)
+        started = self.now()
         try:
             async with self.session.request(method, self.partner.base_url + path, data=body or None, headers=headers,
                                             timeout=timeout) as response:
@@ -94,6 +99,7 @@ class PartnerClient:
                 status = response.status
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             self.breaker.failed(self.now())
+            self.health.add(self.now(), "error", (self.now() - started) * 1000)
             raise PartnerError(type(e).__name__) from None
         try:
             doc = json.loads(raw) if raw else None
@@ -101,8 +107,10 @@ class PartnerClient:
             doc = None
         if status >= 500 or (isinstance(doc, dict) and doc.get("code") == "idempotency_in_progress"):
             self.breaker.failed(self.now())
+            self.health.add(self.now(), "error", (self.now() - started) * 1000)
             raise PartnerError(f"HTTP {status}")
         self.breaker.succeeded()
+        self.health.add(self.now(), "ok", (self.now() - started) * 1000)
         return status, doc
 
     async def authorise(self, payment_id: str, code: str, amount: int, currency: str, merchant_name: str,

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import msgspec
+
 from gateway import codes, fx, keyspace, payments
 from gateway.clock import wall_ms
 from gateway.payments import Event, State
@@ -186,6 +188,7 @@ class PaymentService:
             keyspace.device_key(slot), keyspace.used_codes_key(slot),
             *keyspace.wallet_keys(member_id or _no_member_id(partition)), keyspace.payment_key(payment_id),
             *(keyspace.coupon_key(partition, code) for code in coupon_codes),
+            *keyspace.guess_counter_keys(caller.merchant_id, store_id, terminal_id, now_ms // 60_000),
         ]
         args = [
             NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms,
@@ -196,6 +199,7 @@ class PaymentService:
             self.settings.member_daily_points_max, payments.business_day(now_ms, self.settings.member_day_time_zone, "00:00"),
             decline, slot, account, quote.quote_id if quote else "", str(quote.rate) if quote else "",
             " ".join(coupon_codes),
+            self.settings.terminal_invalid_codes_per_min, self.settings.merchant_invalid_codes_per_min,
         ]
         reply = await self.store.run("pay", keys, args)
         record = self._record(reply)
@@ -297,7 +301,7 @@ class PaymentService:
     def _record(self, reply: list[Any]) -> dict[str, str]:
         status = reply[0]
         if status in ("done", "replay"):
-            return json.loads(reply[1])
+            return msgspec.json.decode(reply[1])  # a third of json.loads' cost, on every payment answer
         if status in _SCRIPT_PROBLEMS:
             detail = {"invalid_state": f"the payment is {reply[1] if len(reply) > 1 else 'final'}",
                       "refund_exceeds_payment": f"at most {reply[1] if len(reply) > 1 else 0} can still be refunded",
@@ -476,13 +480,22 @@ class PaymentService:
     # -- batch close -----------------------------------------------------------
 
     async def close_batch(self, caller: Caller, terminal_id: str, body: payments.BatchRequest, idempotency_key: str, request_hash: str) -> Answer:
+        if reason := body.invalid_reason():
+            raise Problem("invalid_request", reason)
         keys = self._claim_keys(caller, idempotency_key) + self._batch_keys(caller, body.store_id, terminal_id) + [
             keyspace.closed_batches_key(caller.merchant_id, body.store_id, terminal_id),
         ]
         now_ms = self.now_ms()
         reply = await self.store.run("batch_close", keys, [NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms])
         if reply[0] == "closed":
-            response = payments.dumps(payments.batch_comparison(json.loads(reply[1]), body))
+            closed = json.loads(reply[1])
+            # Closed batches never change, so a retry that gets here again answers the same.
+            wanted = payments.earlier_batch_numbers(closed, body)
+            earlier = {}
+            if wanted:
+                found = await self.store.redis.hmget(keys[5], [str(n) for n in wanted])
+                earlier = {n: json.loads(text) for n, text in zip(wanted, found) if text}
+            response = payments.dumps(payments.batch_comparison(closed, body, earlier))
             reply = await self.store.run(
                 "idem_finish", [keys[2]], [request_hash, response.decode(), IDEMPOTENCY_TTL_S, now_ms]
             )

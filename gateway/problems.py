@@ -11,6 +11,7 @@ document lists the same catalogue.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,20 +81,27 @@ PROBLEMS: dict[str, ProblemKind] = {
     "method_not_allowed": ProblemKind(405, "This route does not take this method.", "caller", False),
     "storage_unavailable": ProblemKind(503, "The gateway is briefly unavailable. Retry with the same key.", "gateway", True),
     "live_feeds_busy": ProblemKind(503, "Live updates are busy. The app reconnects shortly.", "gateway", True),
+    "operator_unauthorized": ProblemKind(401, "Sign in to the operator console again.", "caller", False),
     "internal_error": ProblemKind(500, "The gateway failed. Retry with the same key; the payment is never applied twice.", "gateway", True),
 }
 
 
 class Problem(Exception):
-    """A request failed with one of PROBLEMS; nothing was changed."""
+    """A request failed with one of PROBLEMS; nothing was changed.
 
-    def __init__(self, code: str, detail: str | None = None, **extra: Any) -> None:
+    `headers` go on the response as they are (405's `Allow`, which RFC 9110 requires); `extra`
+    keyword arguments become members of the problem document.
+    """
+
+    def __init__(self, code: str, detail: str | None = None, *, headers: Mapping[str, str] | None = None,
+                 **extra: Any) -> None:
         super().__init__(code)
         if code not in PROBLEMS:
             raise ValueError(f"unknown problem code {code!r}")
         self.code = code
         self.kind = PROBLEMS[code]
         self.detail = detail or self.kind.title
+        self.headers = dict(headers or {})
         self.extra = extra
 
     def document(self, request_id: str, instance: str) -> dict[str, Any]:
@@ -115,4 +123,5 @@ class Problem(Exception):
             body=dumps(self.document(request_id, instance)),
             status=self.kind.status,
             content_type=CONTENT_TYPE,
+            headers=self.headers,
         )

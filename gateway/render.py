@@ -9,6 +9,7 @@ Nothing here touches the file system; every function returns the image bytes.
 from __future__ import annotations
 
 import io
+import re
 from typing import Final
 
 import qrcode
@@ -103,12 +104,34 @@ def code128_png(code: str, *, module_width_mm: float = 0.35, height_mm: float = 
 
 
 def code128_svg(code: str) -> bytes:
-    """Code 128 (set C) of `code` as an SVG document, digits printed underneath."""
+    """Code 128 (set C) of `code` as an SVG document, digits printed underneath.
+
+    The document is its printed size (millimetres) and scales: it has a viewBox
+    in millimetres, so a page can show it as wide as the screen with sharp bars."""
     _check_digits(code)
     buffer = io.BytesIO()
     symbol = _Code128(code, writer=SVGWriter())
     symbol.write(buffer, _code128_options(code, 0.35, 15.0), _human_readable(code))
-    return buffer.getvalue()
+    return _scalable(buffer.getvalue())
+
+
+_MM_ATTRIBUTE_RE: Final = re.compile(rb' (x|y|width|height)="([0-9.]+)mm"')
+_SVG_ROOT_RE: Final = re.compile(rb'<svg ([^>]*)width="([0-9.]+)mm" height="([0-9.]+)mm">')
+_FONT_PT_RE: Final = re.compile(rb"font-size:([0-9.]+)pt")
+
+
+def _scalable(svg: bytes) -> bytes:
+    # python-barcode writes every length in mm and no viewBox, so browsers draw it at its
+    # intrinsic size whatever size it is given. Lengths in user units (1 unit = 1 mm) under a
+    # viewBox of the same millimetres draw the same picture, and it scales.
+    root = _SVG_ROOT_RE.search(svg)
+    if root is None:
+        raise AssertionError("python-barcode's SVG root has width and height in mm")
+    width, height = root[2], root[3]
+    body = _MM_ATTRIBUTE_RE.sub(rb' \1="\2"', svg[root.end():])
+    body = _FONT_PT_RE.sub(lambda m: b"font-size:%.3fpx" % (float(m[1]) * _MM_PER_PT), body)
+    head = b'<svg %swidth="%smm" height="%smm" viewBox="0 0 %s %s">' % (root[1], width, height, width, height)
+    return svg[:root.start()] + head + body
 
 
 def qr_png(text: str, *, box_size: int = 8, border: int = 4) -> bytes:

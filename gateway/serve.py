@@ -14,6 +14,7 @@ and exits; then the parent stops Redis, which fsyncs its AOF.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -99,7 +100,17 @@ async def _worker_app(settings: Settings) -> web.Application:
 
     app = create_app(settings)
     app.on_startup.append(_graceful_from_now)
+    app.on_startup.append(_freeze_heap)
     return app
+
+
+async def _freeze_heap(app: web.Application) -> None:
+    """Started: what start-up made (modules, the app, its pools) lives as long as the worker, so
+    the garbage collector stops scanning it. A full collection of it stopped the worker for 50-70
+    ms every few seconds under load (make bench, p99.9); the collector still runs for what
+    requests allocate."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _graceful_from_now(app: web.Application) -> None:

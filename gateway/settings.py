@@ -98,6 +98,8 @@ class Settings:
     # [limits]
     amount_max_krw: int = 2_000_000
     member_daily_points_max: int = 3_000_000
+    terminal_invalid_codes_per_min: int = 10
+    merchant_invalid_codes_per_min: int = 200
     member_day_time_zone: str = "Asia/Seoul"
     points_expiry_interval_s: float = 60.0
     views_interval_s: float = 1.0
@@ -156,6 +158,8 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "slot_failures_max": (1, 20),
     "amount_max_krw": (1, 10**12),
     "member_daily_points_max": (1, 10**12),
+    "terminal_invalid_codes_per_min": (1, 100_000),
+    "merchant_invalid_codes_per_min": (1, 1_000_000),
     "cashout_min_points": (1, 10**12),
     "live_feeds_max": (1, 100_000),
     "cashout_fee_points": (0, 10**9),

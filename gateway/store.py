@@ -8,7 +8,16 @@ NOSCRIPT, which is safe: the script did not run).
 Client-side retries are off. A retry after a lost reply could run a
 money-moving script a second time; our scripts are idempotent by entry id,
 but the caller (or the terminal, through its idempotency key) is the one who
-decides to retry, so the store never does it behind its back.
+decides to retry, so the store never does it behind its back. (A re-run sale
+would also meet its own nonce and answer `nonce_replayed`: a definite refusal
+of a sale that was approved. tests/e2e/test_redis_link.py holds this.)
+
+Redis-py's maintenance notifications (Redis Enterprise and Cloud failover
+hints, on by default since redis-py 7) are off: with them on, the pool hands
+out a pooled connection without checking whether the server closed it, so
+after every Redis restart each idle connection failed one command (a burst
+of 503s). With them off a closed connection is reconnected before anything
+is sent on it, which cannot run a command twice.
 """
 
 from __future__ import annotations
@@ -20,6 +29,11 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+try:
+    from redis.maint_notifications import MaintNotificationsConfig
+except ImportError:  # redis-py before 7 has no maintenance notifications, nor their pool behaviour
+    MaintNotificationsConfig = None  # type: ignore[assignment,misc]
+
 LIBRARY = "lib"
 
 
@@ -30,7 +44,11 @@ def script_names() -> tuple[str, ...]:
 
 
 def connect(url: str, socket_timeout_s: float, max_connections: int = 64) -> aioredis.Redis:
-    """A client for `url` with explicit timeouts and no automatic retries."""
+    """A client for `url` with explicit timeouts, no automatic retries, and closed
+    pooled connections replaced before use (see the module docstring)."""
+    extra: dict[str, Any] = {}
+    if MaintNotificationsConfig is not None:
+        extra["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
     return aioredis.Redis.from_url(
         url,
         decode_responses=True,
@@ -39,6 +57,7 @@ def connect(url: str, socket_timeout_s: float, max_connections: int = 64) -> aio
         retry=Retry(NoBackoff(), 0),
         retry_on_timeout=False,
         max_connections=max_connections,
+        **extra,
     )
 
 

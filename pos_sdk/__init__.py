@@ -14,7 +14,11 @@ from pos_sdk.errors import (
     NotFound, PaymentNotCompleted, PosError, RequestError, Reversed, ReversalQueued, Timeout, TransportError,
     ValidationError,
 )
-from pos_sdk.models import AppliedCoupon, BatchResult, Decline, Payment, Refund, RefundResult, ReversalResult
+from pos_sdk.batch import Movement
+from pos_sdk.models import (
+    AppliedCoupon, BatchResult, Decline, MovementDifference, Payment, Refund, RefundResult, ReversalResult,
+    TotalDifference,
+)
 from pos_sdk.receipt import ReceiptData, render_receipt
 from pos_sdk.scanner import ScannerError, ScanResult, classify, parse_payment_code
 
@@ -24,5 +28,6 @@ __all__ = [
     "ValidationError", "AuthenticationError", "IdempotencyError", "NotFound", "Conflict",
     "PaymentNotCompleted", "Declined", "Reversed", "ReversalQueued",
     "Payment", "AppliedCoupon", "Decline", "Refund", "RefundResult", "ReversalResult", "BatchResult",
+    "Movement", "TotalDifference", "MovementDifference",
     "classify", "parse_payment_code", "ScanResult", "ScannerError", "ReceiptData", "render_receipt",
 ]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import aiohttp
 from yarl import URL
 
 from pos_sdk import core
 from pos_sdk.base import ClientBase
+from pos_sdk.batch import Movement
 from pos_sdk.journal import OutboxEntry
 from pos_sdk.models import BatchResult, Payment, RefundResult, ReversalResult
 
@@ -76,10 +77,16 @@ class AsyncPosClient(ClientBase):
         """Reverse by order reference; queued for forwarding if the gateway is unreachable."""
         return await self._run(self._reverse(order_ref, reason, idempotency_key))
 
-    async def close_batch(self, totals: Mapping[str, int], payment_ids: list[str] | None = None,
-                          idempotency_key: str | None = None) -> BatchResult:
-        """Report the open batch (`sale_count`, `sale_amount`, `void_*`, `refund_*`) and open the next."""
-        return await self._run(self._close_batch(totals, payment_ids, idempotency_key))
+    async def close_batch(self, totals: Mapping[str, int] | None = None, payment_ids: list[str] | None = None,
+                          idempotency_key: str | None = None, *,
+                          movements: Sequence[Mapping[str, Any] | Movement] | None = None) -> BatchResult:
+        """Close the open batch and open the next: the gateway reconciles it with every sale, void
+        and refund the journal recorded since the last close, and `totals` (`sale_count`,
+        `sale_amount`, `void_*`, `refund_*`; by default the movements' own). `movements` replaces
+        the journal's; `payment_ids` (deprecated) sends sale ids instead. If an earlier close
+        never got its answer, that one is sent again (same key, same movements) and its result
+        returned: call again to close the batch after it."""
+        return await self._run(self._close_batch(totals, payment_ids, idempotency_key, movements))
 
     async def flush_outbox(self) -> list[tuple[OutboxEntry, Any]]:
         return await self._run(self._flush())

@@ -110,19 +110,77 @@ class ReversalResult:
 
 
 @dataclass(frozen=True, slots=True)
+class TotalDifference:
+    """A batch total the terminal reported differs from the gateway's."""
+
+    field: str
+    """`sale_count`, `sale_amount`, `void_count`, `void_amount`, `refund_count` or `refund_amount`."""
+    terminal: int
+    gateway: int
+
+    @property
+    def difference(self) -> str:
+        return "total"
+
+
+@dataclass(frozen=True, slots=True)
+class MovementDifference:
+    """One movement (a sale, void or refund of a payment) the two records do not agree on."""
+
+    difference: str
+    """`missing_at_gateway` (the terminal has it, the gateway's batch does not), `missing_at_terminal`
+    (the reverse), `amount_mismatch` (both, with other amounts), or `other_batch` (the gateway
+    counted it in the earlier batch `batch_no`: it crossed a close)."""
+    payment_id: str
+    kind: str
+    """`sale`, `void` or `refund`."""
+    terminal_amount: int | None
+    gateway_amount: int | None
+    batch_no: int | None = None
+    """For `other_batch`: the batch the gateway counted it in."""
+
+
+BatchDifference = TotalDifference | MovementDifference
+
+
+def difference_from_json(doc: Mapping[str, Any]) -> BatchDifference:
+    """A difference of the gateway's answer (also the older form: no `difference`, `missing_on`)."""
+    tag = doc.get("difference") or ("total" if doc.get("field") != "payment" else
+                                     "missing_at_terminal" if doc.get("missing_on") == "terminal" else "missing_at_gateway")
+    if tag == "total":
+        return TotalDifference(doc["field"], doc["terminal"], doc["gateway"])
+    return MovementDifference(tag, doc["payment_id"], doc.get("kind", "sale"), doc.get("terminal_amount"),
+                              doc.get("gateway_amount"), doc.get("batch_no"))
+
+
+@dataclass(frozen=True, slots=True)
 class BatchResult:
     batch_no: int
     status: str
     gateway: Mapping[str, int]
     terminal: Mapping[str, int]
-    differences: tuple[Mapping[str, Any], ...]
+    differences: tuple[BatchDifference, ...]
+    """The totals that differ first, then the movements by payment id and kind."""
     next_batch_no: int
+    matched_counts: Mapping[str, int] = field(default_factory=dict)
+    """Movements both records have with the same amount, by kind (`sale`, `void`, `refund`)."""
+    differences_omitted: int = 0
+    """Differences beyond those listed (the gateway lists at most 10,000)."""
 
     @property
     def matched(self) -> bool:
         return self.status == "matched"
 
+    @property
+    def total_differences(self) -> tuple[TotalDifference, ...]:
+        return tuple(d for d in self.differences if isinstance(d, TotalDifference))
+
+    @property
+    def movement_differences(self) -> tuple[MovementDifference, ...]:
+        return tuple(d for d in self.differences if isinstance(d, MovementDifference))
+
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> "BatchResult":
         return cls(doc["batch_no"], doc["status"], dict(doc["gateway"]), dict(doc["terminal"]),
-                   tuple(doc["differences"]), doc["next_batch_no"])
+                   tuple(difference_from_json(d) for d in doc["differences"]), doc["next_batch_no"],
+                   dict(doc.get("matched_counts") or {}), int(doc.get("differences_omitted") or 0))

@@ -12,6 +12,7 @@ those happens:
     DROP_REQUEST    read the request, never forward it, close the client connection (FIN)
     DROP_RESPONSE   forward it, read the whole response (the gateway committed), close without relaying
     RESET           read the request, never forward it, reset the client connection (RST)
+    RESET_RESPONSE  forward it, read the whole response, reset the client connection (RST) without relaying
     DUPLICATE       forward the same bytes twice, relay the first response, discard the second
 
 It frames messages just enough to act per request: a head up to the blank
@@ -20,9 +21,20 @@ only) until the upstream closes. It never rewrites a request; it rewrites a
 response head only to add `Connection: close` when it is about to end a
 connection the upstream would have kept.
 
+`RedisFaultProxy` does the same between the gateway and Redis, at the TCP
+level: it frames the client's byte stream as RESP commands (so a rule can
+name a command and its first argument, e.g. `EVALSHA <sha of pay.lua>`) and
+relays Redis's replies as raw bytes. Per command: PASS, DELAY, DROP_REQUEST
+(never forwarded, client connection closed with FIN), RESET (never
+forwarded, RST), DROP_RESPONSE and RESET_RESPONSE (forwarded, so Redis runs
+it; the connection is cut with FIN or RST when the first reply bytes come
+back, which for a client that waits for each reply, as redis-py does outside
+pipelines, is after the command ran and before its reply arrived).
+DUPLICATE is HTTP-only (re-sending a command needs reply framing).
+
 Shape: the decision (`FaultPlan.decide`, fed the seeded RNG) and the framing
-(`parse_head`, `request_framing`, `response_framing`, ...) are pure; the
-asyncio shell (`FaultProxy`) only moves bytes.
+(`parse_head`, `request_framing`, `response_framing`, `parse_resp_length`, ...)
+are pure; the asyncio shells (`FaultProxy`, `RedisFaultProxy`) only move bytes.
 
 Errors: `FramingError` (a message the proxy cannot frame) is the only
 exception this module raises to callers; I/O errors of either side are
@@ -47,6 +59,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
+from typing import Self
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -60,9 +73,11 @@ __all__ = [
     "Head",
     "ProxyStats",
     "Rates",
+    "RedisFaultProxy",
     "Rule",
     "parse_head",
     "parse_request_line",
+    "parse_resp_length",
     "parse_status_line",
     "request_framing",
     "response_framing",
@@ -81,6 +96,10 @@ REQUESTS_PER_CONNECTION_MAX = 10_000  # then `Connection: close`, as nginx's kee
 RULES_MAX = 10_000  # pending rules; more means a test forgot to clear its plan
 LOG_ENTRIES_MAX = 100_000  # a long load run keeps its totals in counters, the log keeps the latest
 DELAY_S_MAX = 60.0  # a longer delay is an outage; use `down` for that
+RESP_ARGS_MAX = 1024 * 1024  # arguments of one Redis command; the gateway's largest (a script's keys and args) has ~40
+RESP_ARG_BYTES_MAX = BODY_BYTES_MAX  # one argument; the largest the gateway sends is a script's source, tens of KB
+LOGGED_ARG_CHARS_MAX = 64  # of a command's first argument in the log (enough for a script's SHA1)
+REPLY_READ_BYTES = 64 * 1024  # replies are relayed as they come, in reads of at most this
 
 # Timeouts. The idle timeout matches aiohttp's server keep-alive (75 s), which is
 # longer than aiohttp's client keep-alive (15 s), so the proxy is never the one
@@ -105,6 +124,7 @@ class Fault(StrEnum):
     DROP_RESPONSE = "drop_response"
     RESET = "reset"
     DUPLICATE = "duplicate"
+    RESET_RESPONSE = "reset_response"
 
 
 # ---------------------------------------------------------------------------
@@ -166,6 +186,7 @@ class Rates:
     reset: float = 0.0
     duplicate: float = 0.0
     delay_s: float = 0.2
+    reset_response: float = 0.0
 
     def __post_init__(self) -> None:
         rates = self._cumulative_order()
@@ -185,6 +206,8 @@ class Rates:
             (Fault.DROP_RESPONSE, self.drop_response),
             (Fault.RESET, self.reset),
             (Fault.DUPLICATE, self.duplicate),
+            # Last, so that a seed draws the same faults as before this rate existed.
+            (Fault.RESET_RESPONSE, self.reset_response),
         )
 
     @property
@@ -339,6 +362,19 @@ def target_path(target: str) -> str:
     if target.startswith(("http://", "https://")):
         return urlsplit(target).path or "/"
     return target.partition("?")[0]
+
+
+def parse_resp_length(line: bytes, marker: bytes, limit: int) -> int:
+    """The N of a RESP `*N` (argument count) or `$N` (argument length) line, CRLF included."""
+    if not line.startswith(marker) or not line.endswith(_CRLF):
+        raise FramingError(f"expected a RESP {marker.decode()} line, got {line[:40]!r}")
+    digits = line[1:-2]
+    if not digits.isdigit():
+        raise FramingError(f"malformed RESP length {digits[:20]!r}")
+    length = int(digits)
+    if length > limit:
+        raise FramingError(f"RESP length {length} above the limit of {limit}")
+    return length
 
 
 def _content_length(head: Head) -> int | None:
@@ -543,13 +579,11 @@ class _Upstream:
             await _close(writer)
 
 
-class FaultProxy:
-    """A loopback proxy in front of `upstream_host:upstream_port` that injects faults per request.
+class _Proxy:
+    """What both proxies share: the loopback listener, the plan, `down`, the stats."""
 
-        async with FaultProxy("127.0.0.1", gateway_port, seed=1) as proxy:
-            proxy.once(Fault.DROP_RESPONSE, "POST", "/v1/payments")
-            ...  # point the terminal at proxy.url
-    """
+    unsupported: frozenset[Fault] = frozenset()
+    """Faults this proxy cannot inject; a rule or rate asking for one is refused."""
 
     def __init__(self, upstream_host: str, upstream_port: int, *, seed: int = 0, plan: FaultPlan | None = None,
                  idle_timeout_s: float = IDLE_TIMEOUT_S, read_timeout_s: float = READ_TIMEOUT_S,
@@ -566,7 +600,7 @@ class FaultProxy:
 
     # -- lifecycle
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> FaultProxy:
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> Self:
         # A tool that drops and duplicates payments must never face a real network.
         if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the fault proxy listens on loopback only, not {host}")
@@ -586,7 +620,7 @@ class FaultProxy:
         if self._server is not None:
             await self._server.wait_closed()
 
-    async def __aenter__(self) -> FaultProxy:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -600,12 +634,8 @@ class FaultProxy:
         return self._server.sockets[0].getsockname()[1]
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
     def down(self) -> bool:
-        """While True the gateway looks unreachable: new connections are reset at once.
+        """While True the upstream looks unreachable: new connections are reset at once.
 
         Setting it also cuts every open connection, idle or mid-exchange, so a
         terminal's pooled keep-alive connection cannot slip through; a request
@@ -629,10 +659,12 @@ class FaultProxy:
     def times(self, count: int, fault: Fault, method: str | None = None, path_prefix: str | None = None,
               delay_s: float = 0.0) -> None:
         """The next `count` matching requests get `fault`."""
+        self._check_supported(fault)
         self.plan.add(Rule(fault, method, path_prefix, count, delay_s))
 
     def always(self, fault: Fault, method: str | None = None, path_prefix: str | None = None, delay_s: float = 0.0) -> None:
         """Every matching request gets `fault` until `clear()` (counted rules are tried first)."""
+        self._check_supported(fault)
         self.plan.add(Rule(fault, method, path_prefix, None, delay_s))
 
     def clear(self) -> None:
@@ -640,13 +672,21 @@ class FaultProxy:
         self.plan.clear()
 
     def set_rates(self, *, delay: float = 0.0, drop_request: float = 0.0, drop_response: float = 0.0,
-                  reset: float = 0.0, duplicate: float = 0.0, delay_s: float = 0.2) -> None:
+                  reset: float = 0.0, duplicate: float = 0.0, delay_s: float = 0.2, reset_response: float = 0.0) -> None:
         """Random mode: requests no rule matches get each fault with these probabilities, from the seeded RNG.
 
         The same seed gives the same sequence of decisions; which request gets
         which decision follows the order in which requests finish arriving.
         """
-        self.plan.rates = Rates(delay, drop_request, drop_response, reset, duplicate, delay_s)
+        rates = Rates(delay, drop_request, drop_response, reset, duplicate, delay_s, reset_response)
+        for fault, rate in rates._cumulative_order():
+            if rate > 0:
+                self._check_supported(fault)
+        self.plan.rates = rates
+
+    def _check_supported(self, fault: Fault) -> None:
+        if Fault(fault) in self.unsupported:
+            raise ValueError(f"{type(self).__name__} cannot inject {Fault(fault)}")
 
     # -- the shell
 
@@ -656,6 +696,22 @@ class FaultProxy:
         # the handler's task when it finishes, which raises and logs for a cancelled task.
         with contextlib.suppress(asyncio.CancelledError):
             await self._serve_connection(reader, writer)
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class FaultProxy(_Proxy):
+    """A loopback HTTP/1.1 proxy in front of `upstream_host:upstream_port` that injects faults per request.
+
+        async with FaultProxy("127.0.0.1", gateway_port, seed=1) as proxy:
+            proxy.once(Fault.DROP_RESPONSE, "POST", "/v1/payments")
+            ...  # point the terminal at proxy.url
+    """
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -738,6 +794,9 @@ class FaultProxy:
             except _UpstreamFailed:
                 self.stats.upstream_failures += 1
         self._record(request, fault, response.status, duplicate_status)
+        if fault is Fault.RESET_RESPONSE:
+            _reset(writer)
+            return False
         if fault is Fault.DROP_RESPONSE:
             return False
         keep_alive = request.keep_alive and response.keep_alive and not last
@@ -751,3 +810,142 @@ class FaultProxy:
 
     def _record(self, request: _Request, fault: Fault, status: int | None, duplicate_status: int | None = None) -> None:
         self.stats.log.append(Exchange(request.method, request.path, fault, status, duplicate_status))
+
+
+class RedisFaultProxy(_Proxy):
+    """A loopback TCP proxy in front of a Redis server that injects faults per command.
+
+        async with RedisFaultProxy("127.0.0.1", redis_port, seed=1) as proxy:
+            proxy.once(Fault.RESET_RESPONSE, "EVALSHA", pay_sha)  # the script runs, its reply is lost
+            ...  # point the gateway at proxy.url
+
+    Rules match the command name as `method` and its first argument as
+    `path_prefix`. The log records each command as an `Exchange` whose
+    `upstream_status` is None (replies are relayed as bytes, not framed).
+    Idle client connections are never timed out (redis-server's own default,
+    `timeout 0`), so a connection pool's idle connections stay usable.
+    """
+
+    unsupported = frozenset({Fault.DUPLICATE})
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if self._down or self._closing:
+            self.stats.connections_refused += 1
+            _reset(writer)
+            await _close(writer)
+            return
+        self.stats.connections_accepted += 1
+        self._connections.add(task)
+        upstream: asyncio.StreamWriter | None = None
+        pumps: list[asyncio.Task[bool]] = []
+        try:
+            try:
+                async with asyncio.timeout(self.connect_timeout_s):
+                    upstream_reader, upstream = await asyncio.open_connection(self.upstream_host, self.upstream_port)
+            except (OSError, TimeoutError):
+                self.stats.upstream_failures += 1
+                return  # the client sees its connection closed, as through any proxy
+            cut: list[Fault] = []  # the response fault armed on this connection, if any
+            commands = asyncio.create_task(self._relay_commands(reader, writer, upstream, cut))
+            replies = asyncio.create_task(self._relay_replies(upstream_reader, writer, cut))
+            pumps = [commands, replies]
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            if commands.done() and not replies.done() and commands.result():
+                # The client hung up between commands: Redis still answers (and runs) what it
+                # was sent, then sees the half-close and closes its side, which ends the relay.
+                with contextlib.suppress(OSError):
+                    upstream.write_eof()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.read_timeout_s):
+                        await asyncio.wait({replies})
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            self._connections.discard(task)
+            if not writer.is_closing():
+                writer.close()
+            if upstream is not None:
+                await _close(upstream)
+            await _close(writer)
+
+    async def _relay_commands(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                              upstream: asyncio.StreamWriter, cut: list[Fault]) -> bool:
+        """Forward the client's commands as decided; True when the client hung up between commands."""
+        try:
+            while True:
+                command = await self._read_command(reader)
+                if command is None:
+                    return True
+                raw, name, first = command
+                if self._down:
+                    _reset(writer)
+                    return False
+                decision = self.plan.decide(name, first, self._rng)
+                fault = decision.fault
+                self.stats.faults[fault] += 1
+                self.stats.log.append(Exchange(name, first, fault, None))
+                if fault is Fault.RESET:
+                    _reset(writer)
+                    return False
+                if fault is Fault.DROP_REQUEST:
+                    return False
+                if fault is Fault.DELAY:
+                    # The command goes on after the delay even if the client gave up meanwhile:
+                    # a late packet still reaches the server, and that case is the point.
+                    await asyncio.sleep(decision.delay_s)
+                if fault in (Fault.DROP_RESPONSE, Fault.RESET_RESPONSE):
+                    cut.append(fault)
+                upstream.write(raw)
+                async with asyncio.timeout(self.read_timeout_s):
+                    await upstream.drain()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, FramingError):
+            return False
+
+    async def _relay_replies(self, upstream: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                             cut: list[Fault]) -> bool:
+        """Relay Redis's bytes until it closes, or cut the client at the first reply after a response fault."""
+        try:
+            while True:
+                data = await upstream.read(REPLY_READ_BYTES)
+                if not data:
+                    return False
+                if cut:
+                    if cut[0] is Fault.RESET_RESPONSE:
+                        _reset(writer)
+                    return False
+                writer.write(data)
+                async with asyncio.timeout(self.read_timeout_s):
+                    await writer.drain()
+        except (OSError, TimeoutError):
+            return False
+
+    async def _read_command(self, reader: asyncio.StreamReader) -> tuple[bytes, str, str] | None:
+        """The next whole command (raw bytes, upper-cased name, first argument), or None at EOF."""
+        try:
+            first_line = await reader.readuntil(_CRLF)  # no idle timeout: see the class docstring
+        except asyncio.IncompleteReadError as error:
+            if error.partial:
+                raise
+            return None
+        count = parse_resp_length(first_line, b"*", RESP_ARGS_MAX)
+        parts = [first_line]
+        shown: list[str] = []
+        async with asyncio.timeout(self.read_timeout_s):
+            for index in range(count):
+                line = await reader.readuntil(_CRLF)
+                length = parse_resp_length(line, b"$", RESP_ARG_BYTES_MAX)
+                data = await reader.readexactly(length + 2)
+                if not data.endswith(_CRLF):
+                    raise FramingError("a RESP argument not followed by CRLF")
+                parts += [line, data]
+                if index < 2:
+                    shown.append(data[:min(length, LOGGED_ARG_CHARS_MAX)].decode("latin-1"))
+        name = shown[0].upper() if shown else ""
+        return b"".join(parts), name, shown[1] if len(shown) > 1 else ""

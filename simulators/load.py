@@ -64,7 +64,7 @@ import traceback
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable, Mapping, Protocol, Sequence
+from typing import Any, AsyncContextManager, AsyncIterator, Callable, Iterable, Mapping, Protocol, Sequence
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -177,6 +177,9 @@ class Options:
     read_timeout_s: float = 2.0
     deadline_s: float = 5.0
     """The terminals' unknown_outcome_deadline_s: re-ask this long, then reverse."""
+    retry_delay_s_base: float = 0.05
+    retry_delay_s_max: float = 0.5
+    """The terminals' backoff; brisker than the SDK's defaults (0.2 s, 2 s) so short runs resolve quickly."""
     drain_timeout_s: float = 30.0
     """After the last send, how long operations may take to finish before they are cancelled."""
     in_flight_max: int = 1000
@@ -201,6 +204,7 @@ class Options:
              f"the over-balance amount must exceed the largest credit and be at most {AMOUNT_MAX}"),
             (min(self.connect_timeout_s, self.read_timeout_s, self.deadline_s, self.drain_timeout_s) > 0,
              "timeouts must be positive"),
+            (0 < self.retry_delay_s_base <= self.retry_delay_s_max, "retry delays: 0 < base <= max"),
             (self.in_flight_max >= 1, "in_flight_max must be at least 1"),
             (len(self.merchants) >= 1 and len(set(self.merchants)) == len(self.merchants), "merchants must be distinct"),
         )
@@ -1425,12 +1429,16 @@ def _merchants_doc(config_dir: str | None) -> dict[str, Any]:
         raise LoadError(f"cannot read {directory / 'merchants.toml'}: {e}") from None
 
 
-async def run_load(options: Options, admin: Admin | None = None) -> Report:
+async def run_load(options: Options, admin: Admin | None = None, *,
+                   around_drive: Callable[[], AsyncContextManager[Any]] | None = None) -> Report:
     """Set up, run the plan open loop, finish, read the books and check them.
 
     With `options.base_url` None an embedded gateway is started and `admin` is
     its own; otherwise `admin` (default: `CliAdmin` on `options.redis_url` or
     REDIS_URL) issues the keys, registers the terminals and audits.
+    `around_drive` is entered just before the first operation is sent and left
+    once the last has finished, before the faults are turned off and the end
+    phase begins (simulators/soak.py crashes the gateway and Redis inside it).
     """
     plan = plan_operations(options)
     tag = secrets.token_hex(3)
@@ -1493,7 +1501,8 @@ async def run_load(options: Options, admin: Admin | None = None) -> Report:
             config = PosConfig(
                 terminal_url, merchant_id, store_id, terminal_id, key_id, secret, currency=currency.get(merchant_id, "KRW"),
                 connect_timeout_s=options.connect_timeout_s, read_timeout_s=options.read_timeout_s,
-                retry_count_max=2, retry_delay_s_base=0.05, retry_delay_s_max=0.5,
+                retry_count_max=2, retry_delay_s_base=options.retry_delay_s_base,
+                retry_delay_s_max=options.retry_delay_s_max,
                 unknown_outcome_deadline_s=options.deadline_s,
                 journal_path=str(run_dir / "journals" / f"{index:03d}-{merchant_id}-{store_id}-{terminal_id}.sqlite3"))
             terminals.append(LoadTerminal(index, merchant_id, store_id, terminal_id, AsyncPosClient(config)))
@@ -1509,7 +1518,8 @@ async def run_load(options: Options, admin: Admin | None = None) -> Report:
             stack.push_async_callback(checkers[merchant_id].close)
 
         run = _Run(options, members, terminals, tag)
-        await run.drive(plan, _progress(options.progress))
+        async with around_drive() if around_drive is not None else contextlib.nullcontext():
+            await run.drive(plan, _progress(options.progress))
         if proxy is not None:
             proxy.clear()  # faults off for the end phase: what is left must now get through
         run.obs.terminals = list(await asyncio.gather(*(run.finish_terminal(t) for t in terminals)))

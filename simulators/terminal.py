@@ -11,8 +11,9 @@ the config files a store is set up from. It does not import the gateway.
   it (AIM symbology identifier, text, CR LF), and the SDK's scanner parser
   takes it from there.
 - `StoreTerminal.sell`, `refund`, `cancel`, `lookup`, `close_batch`: the SDK
-  verbs plus receipts, with the terminal's own batch totals (`BatchTotals`),
-  so a batch close compares two records kept independently.
+  verbs plus receipts, with the terminal's own batch totals (`BatchTotals`).
+  A batch close sends those totals and the SDK journal's movements, so the
+  gateway compares records kept independently, totals and movement by movement.
 - `run_repl` is the line-based till for a person (`simulators terminal`), and
   `main` its command line.
 
@@ -52,8 +53,8 @@ import zxingcpp
 from PIL import Image, UnidentifiedImageError
 
 from pos_sdk import (
-    AsyncPosClient, BatchResult, Declined, Payment, PosConfig, PosError, ReceiptData, Refund, Reversed,
-    ReversalQueued, ScannerError, parse_payment_code, render_receipt,
+    AsyncPosClient, BatchResult, Declined, MovementDifference, Payment, PosConfig, PosError, ReceiptData, Refund,
+    Reversed, ReversalQueued, ScannerError, TotalDifference, parse_payment_code, render_receipt,
 )
 from pos_sdk.receipt import format_amount
 
@@ -67,6 +68,7 @@ __all__ = [
     "TerminalError",
     "UnreadableImage",
     "add_arguments",
+    "describe_difference",
     "load_issuer_prefixes",
     "load_profiles",
     "main",
@@ -88,8 +90,8 @@ IMAGE_PIXELS_MAX: Final = 40_000_000
 """A 4K screenshot is 8.3 Mpx; larger pictures are refused before decoding."""
 REPL_LINE_CHARS_MAX: Final = 1024
 """Longer input lines (a stuck key, a pasted file) are refused, not parsed."""
-BATCH_PAYMENT_IDS_MAX: Final = 10_000
-"""The gateway's batch request lists at most 10,000 payment ids."""
+BATCH_MOVEMENTS_MAX: Final = 10_000
+"""The gateway's batch close lists at most 10,000 movements (sales, voids and refunds)."""
 
 Language = Literal["ko", "en"]
 
@@ -253,8 +255,8 @@ class BatchTotals:
     """The approved sales of this batch, as the gateway's batch close can list them."""
 
     def add_sale(self, payment_id: str, amount: int) -> None:
-        if len(self.payment_ids) >= BATCH_PAYMENT_IDS_MAX:
-            raise TerminalError("batch_full", f"{BATCH_PAYMENT_IDS_MAX} sales in one batch: close the batch first")
+        if self.sale_count + self.void_count + self.refund_count >= BATCH_MOVEMENTS_MAX:
+            raise TerminalError("batch_full", f"{BATCH_MOVEMENTS_MAX} movements in one batch: close the batch first")
         self.sale_count += 1
         self.sale_amount += amount
         self.payment_ids.append(payment_id)
@@ -433,8 +435,9 @@ class StoreTerminal:
         return await self.client.find_by_order_ref(reference)
 
     async def close_batch(self) -> BatchResult:
-        """Close the batch: the gateway compares its totals with this terminal's own; both start again."""
-        result = await self.client.close_batch(self.totals.report(), payment_ids=list(self.totals.payment_ids))
+        """Close the batch: the gateway reconciles its batch with this till's totals and the SDK
+        journal's movements, one by one; both start again."""
+        result = await self.client.close_batch(self.totals.report())
         # The gateway has opened the next batch whether or not the totals matched.
         self.totals = BatchTotals()
         return result
@@ -451,7 +454,7 @@ commands:
   refund <payment_id> <amount> [reason]
   cancel <payment_id>         same business day only; otherwise refund
   lookup <order_ref|payment_id>
-  batch                       close the batch and compare totals with the gateway
+  batch                       close the batch: reconcile totals and each movement with the gateway
   help                        this text
   quit                        leave"""
 
@@ -483,6 +486,28 @@ def _message(error: PosError | TerminalError, language: Language) -> str:
         if korean:
             return str(korean)
     return error.message
+
+
+def describe_difference(difference: TotalDifference | MovementDifference, currency: str) -> str:
+    """One line for the cashier (or the back office) per difference of a batch close."""
+    if isinstance(difference, TotalDifference):
+        shown = (lambda n: _money(n, currency)) if difference.field.endswith("_amount") else (lambda n: f"{n:,}")
+        return f"{difference.field}: terminal {shown(difference.terminal)}, gateway {shown(difference.gateway)}"
+    d = difference
+
+    def money(amount: int | None) -> str:
+        return "-" if amount is None else _money(amount, currency)
+
+    what = f"{d.kind} {d.payment_id}"
+    if d.difference == "missing_at_gateway":
+        return f"missing at the gateway: {what} {money(d.terminal_amount)}"
+    if d.difference == "missing_at_terminal":
+        return f"missing at the terminal: {what} {money(d.gateway_amount)}"
+    if d.difference == "amount_mismatch":
+        return f"amount mismatch: {what} terminal {money(d.terminal_amount)}, gateway {money(d.gateway_amount)}"
+    if d.difference == "other_batch":
+        return f"in batch {d.batch_no} at the gateway: {what} {money(d.gateway_amount)}"
+    return f"{d.difference}: {what} terminal {money(d.terminal_amount)}, gateway {money(d.gateway_amount)}"
 
 
 def _describe(payment: Payment) -> list[str]:
@@ -598,8 +623,14 @@ async def run_repl(terminal: StoreTerminal, input_lines: Iterable[str], output: 
                 f" {reported['void_count']} voids {_money(reported['void_amount'], currency)},"
                 f" {reported['refund_count']} refunds {_money(reported['refund_amount'], currency)});"
                 f" next batch {result.next_batch_no}")
+            if result.matched_counts:
+                counts = result.matched_counts
+                say(f"  matched {counts.get('sale', 0)} sales, {counts.get('void', 0)} voids,"
+                    f" {counts.get('refund', 0)} refunds")
             for difference in result.differences:
-                say("  difference: " + ", ".join(f"{k}={v}" for k, v in difference.items()))
+                say("  " + describe_difference(difference, currency))
+            if result.differences_omitted:
+                say(f"  ... and {result.differences_omitted:,} more differences")
         return open_sale
 
     say(f"pointgate terminal: {profile.store_name} ({profile.key}), {currency}. `help` lists the commands.")

@@ -22,6 +22,9 @@
 -- ARGV[25] account the points go to (merchant:<id>, or partner:<id> for a partner's merchant)
 -- ARGV[26] FX quote id ('' for a home-currency sale)  ARGV[27] FX rate applied ('' likewise)
 -- ARGV[28] the coupon codes of KEYS[17..], space separated
+-- ARGV[29] invalid codes a terminal may send per minute  ARGV[30] the same for the whole merchant
+-- Merchant scope, after the coupons: KEYS[#KEYS-1] the terminal's invalid-code counter for the
+--   window  KEYS[#KEYS] the merchant's
 -- Returns {'done', response JSON} or {'replay', response JSON} or {error code}.
 local early = claim_request(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 if early then return early end
@@ -35,7 +38,15 @@ local w = wallet_keys(9)
 local now_ms = ARGV[4]
 local decline = ARGV[23]
 local member_id = ARGV[10]
+local terminal_guesses, merchant_guesses = KEYS[#KEYS - 1], KEYS[#KEYS]
 if decline == '' and order[3] == '1' then decline = 'reversed' end
+-- A terminal (or merchant) sending too many invalid codes is refused before any code is
+-- checked: guessing stops, and nobody's device is locked by someone else's guesses.
+local throttled = hget_number(terminal_guesses, 'n') >= tonumber(ARGV[29])
+  or hget_number(merchant_guesses, 'n') >= tonumber(ARGV[30])
+if throttled and (decline == '' or decline == 'invalid_code') then
+  decline = 'too_many_attempts'
+end
 if decline == '' then
   local outcome, owner = verify_code(KEYS[7], KEYS[8], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
   if outcome ~= 'ok' then
@@ -43,6 +54,12 @@ if decline == '' then
   elseif owner ~= member_id then
     -- The caller's cached slot owner disagrees with storage: a bug, not a decline.
     return redis.error_reply('slot owner mismatch for payment ' .. ARGV[9])
+  end
+end
+if decline == 'wrong_otp' or decline == 'invalid_code' or decline == 'unknown_slot' or decline == 'locked' then
+  for _, key in ipairs({terminal_guesses, merchant_guesses}) do
+    redis.call('HINCRBY', key, 'n', 1)
+    redis.call('EXPIRE', key, 120)
   end
 end
 

@@ -163,6 +163,23 @@ async def test_drop_response_commits_upstream_but_client_gets_nothing(proxy: Fau
     assert [Exchange("POST", "/count", Fault.DROP_RESPONSE, 200)] == list(proxy.stats.log)
 
 
+async def test_reset_response_commits_upstream_then_resets_the_client(proxy: FaultProxy, upstream: Upstream) -> None:
+    """RESET_RESPONSE: the upstream handled the request, then the client's connection is reset (RST) unanswered."""
+    proxy.once(Fault.RESET_RESPONSE)
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(b"POST /count HTTP/1.1\r\nHost: pos\r\nContent-Length: 2\r\n\r\nhi")
+        await writer.drain()
+        with pytest.raises(ConnectionResetError):
+            async with asyncio.timeout(5):
+                await reader.read(1024)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    assert (1, [Exchange("POST", "/count", Fault.RESET_RESPONSE, 200)]) == (upstream.count, list(proxy.stats.log))
+
+
 async def test_reset_never_reaches_upstream(proxy: FaultProxy, upstream: Upstream, session: ClientSession) -> None:
     """RESET: the client's connection is reset and the upstream never sees the request."""
     proxy.once(Fault.RESET)

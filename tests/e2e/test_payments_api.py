@@ -206,8 +206,10 @@ async def test_batch_close_lists_differences(gateway):
     report = {"store_id": terminal.store_id, "sale_count": 1, "sale_amount": 3_000, "payment_ids": [p1["payment_id"]]}
     _, batch, _ = await terminal.send("POST", "/v1/terminals/t1/batches", report)
     assert "mismatched" == batch["status"]
-    assert {"field": "sale_count", "terminal": 1, "gateway": 2} in batch["differences"]
-    assert {"field": "payment", "payment_id": p2["payment_id"], "missing_on": "terminal", "gateway_amount": 1_000} in batch["differences"]
+    assert {"difference": "total", "field": "sale_count", "terminal": 1, "gateway": 2} in batch["differences"]
+    # An answer to payment_ids keeps the keys it always had (field, missing_on, gateway_amount).
+    assert {"difference": "missing_at_terminal", "payment_id": p2["payment_id"], "kind": "sale", "terminal_amount": None,
+            "gateway_amount": 1_000, "field": "payment", "missing_on": "terminal"} in batch["differences"]
 
 
 async def test_randomized_mix_conserves_points(gateway):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 
@@ -38,6 +39,51 @@ async def test_acknowledged_debit_survives_sigkill(tmp_path: Path):
         server.stop()
     assert (7_500, 7_500) == (acknowledged.available, balance.available)
     assert report.clean and 2 == report.entries
+
+
+async def test_restarts_on_its_port_after_sigkill_with_clients_connected(tmp_path: Path):
+    """Killed while clients are connected, the server starts again at once on the same port.
+
+    Its side of those connections sits in TIME_WAIT for a minute, which must not
+    count as the port being in use.
+    """
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    try:
+        store = Store(connect(server.url, socket_timeout_s=5))
+        ledger = Ledger(store)
+        await ledger.open_wallet(MEMBER, "HMP")
+        await ledger.credit(MEMBER, 10_000, "affiliate:hana-card", "c1", "HMP")
+        port = server.port
+        server.kill()  # the client's connection is still open
+        await store.close()
+
+        server.start()
+        store = Store(connect(server.url, socket_timeout_s=5))
+        balance = await Ledger(store).balance(MEMBER)
+        await store.close()
+    finally:
+        server.stop()
+    assert (port, 10_000) == (server.port, balance.available)
+
+
+async def test_pooled_connections_closed_by_a_restart_are_replaced_before_use(tmp_path: Path):
+    """After Redis restarts, the store's idle pooled connections are reconnected, so no command fails.
+
+    redis-py's maintenance notifications (on by default) skip that check; the store turns them off.
+    """
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    try:
+        client = connect(server.url, socket_timeout_s=5)
+        await asyncio.gather(*(client.ping() for _ in range(5)))  # five connections in the pool
+        server.kill()
+        server.start()
+        await asyncio.sleep(0.1)  # the dead server's FINs have arrived
+        results = await asyncio.gather(*(client.incr("n") for _ in range(8)), return_exceptions=True)
+        stored = await client.get("n")
+        await client.aclose()
+    finally:
+        server.stop()
+    assert ([], "8") == ([r for r in results if isinstance(r, Exception)], stored)
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path):

@@ -6,6 +6,7 @@ that server. Nothing here imitates Redis.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,29 @@ from gateway.tokens import TokenService
 def redis_server(tmp_path_factory: pytest.TempPathFactory):
     with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
         yield server
+
+
+OUR_CODE = tuple(str(Path(__file__).resolve().parent.parent / d) for d in ("gateway", "simulators", "pos_sdk", "bench"))
+LINGER_S = 1.0
+"""How long a task our code started may take to finish after the test's fixtures closed."""
+
+
+def _ours(task: asyncio.Task) -> bool:
+    code = getattr(task.get_coro(), "cr_code", None)
+    return code is not None and code.co_filename.startswith(OUR_CODE)
+
+
+@pytest.fixture(autouse=True)
+async def no_task_left_running():
+    """A test whose gateway (or simulator) is not closed fails here, not in a later test its background
+    loops would disturb: after the test and its fixtures, no task of our code it started may still run."""
+    before = set(asyncio.all_tasks())
+    yield
+    left = [t for t in asyncio.all_tasks() - before if _ours(t) and not t.done()]
+    if left:
+        await asyncio.wait(left, timeout=LINGER_S)
+    left = [t for t in left if not t.done()]
+    assert not left, "still running after the test: " + ", ".join(sorted(t.get_coro().__qualname__ for t in left))
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import json
 import re
+from collections import Counter, defaultdict
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Mapping
 from zoneinfo import ZoneInfo

@@ -30,7 +30,7 @@ from gateway.clock import wall_ms
 from gateway.keyring import Keyring
 from gateway.ledger import Ledger
 from gateway.store import script_source
-from gateway.tokens import SECRET_BYTES, TokenService, _aad as device_aad
+from gateway.tokens import SECRET_BYTES, TokenService, _aad as device_aad, enrol_call
 
 SEED_BATCH_MEMBERS = 2_000  # members per pipeline: 4,000 script calls, a few MB of replies at most
 CALLS_IN_FLIGHT = 32  # enrolments and credits in flight at once (the gateway pool holds 256 connections)
@@ -104,8 +104,8 @@ async def seed_members(
                 slot = codes.random_slot(partition, randbelow)
                 secret = token_bytes(SECRET_BYTES)
                 key_id, sealed = keyring.encrypt(secret, device_aad(slot))
-                pipe.evalsha(enrol, 4, keyspace.device_key(slot), keyspace.member_devices_key(member_id),
-                             keyspace.partition_slots_key(partition), member_key, slot, member_id, key_id, sealed, now_ms)
+                keys, args = enrol_call(slot, member_id, key_id, sealed, now_ms)
+                pipe.evalsha(enrol, len(keys), *keys, *args)
                 devices.append(Device(slot, secret, member_id))
             replies = iter(await pipe.execute())
         for (member_id, created), device in zip(batch, devices):

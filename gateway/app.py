@@ -350,8 +350,12 @@ async def get_member(request: web.Request) -> web.Response:
 
 async def enrol_device(request: web.Request) -> web.Response:
     bearer = await _bearer(request)
-    decode(await request.read(), EnrolRequest, request, required=False)
-    return _json(await request.app[MEMBERS].enrol_device(bearer, request.match_info["member_id"]), 201)
+    body = await request.read()
+    key = idempotency_key(request)
+    decode(body, EnrolRequest, request, required=False)
+    answer, replayed = await request.app[MEMBERS].enrol_device(bearer, request.match_info["member_id"], key,
+                                                               payments.request_hash(request.method, request.raw_path, body))
+    return respond(request, Answer(201, answer, replayed))
 
 
 async def revoke_device(request: web.Request) -> web.Response:

@@ -40,8 +40,20 @@ def member_devices_key(member_id: str) -> str:
     return f"{PREFIX}:{partition_tag(partition_of_member(member_id))}:devices:{member_id}"
 
 
+def member_active_devices_key(member_id: str) -> str:
+    """Set of the member's device slots that are not revoked (what the device limit counts)."""
+    return f"{PREFIX}:{partition_tag(partition_of_member(member_id))}:activedevices:{member_id}"
+
+
+def device_enrolment_key(member_id: str, idempotency_key: str) -> str:
+    """Hash: `request_hash`, `key_id`, `answer` (AES-GCM: the answer holds the device's secret and
+    token), `created_ms` of a member's device enrolment under its Idempotency-Key; expires."""
+    return f"{PREFIX}:{partition_tag(partition_of_member(member_id))}:enrolment:{member_id}:{idempotency_key}"
+
+
 def device_key(slot: int) -> str:
-    """Hash: `member_id`, `status`, `key_id`, `secret` (AES-GCM), `failures`, `enrolled_ms`."""
+    """Hash: `member_id`, `status`, `key_id`, `secret` (AES-GCM), `failures`, `enrolled_ms`, and the
+    `token_hash` of the bearer token a member's enrolment gave it."""
     return f"{PREFIX}:{partition_tag(partition_of_slot(slot))}:dev:{slot}"
 
 

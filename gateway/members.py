@@ -27,7 +27,7 @@ from gateway.problems import Problem
 from gateway.settings import Settings
 from gateway.signing import NONCE_TTL_S
 from gateway.store import Store
-from gateway.tokens import TokenError, TokenService
+from gateway.tokens import Enrolment, Grant, Replay, TokenError, TokenService
 
 TOKEN_TTL_S = 30 * 24 * 3600  # a month, like a banking app's session; the app re-enrols after it
 TOKEN_RE = re.compile(r"^pgmt_([0-9]{3})_[A-Za-z0-9_-]{43}$")
@@ -100,6 +100,16 @@ class Bearer:
 
 
 
+def _enrolment_problem(code: str) -> Problem:
+    if code == "too_many_devices":
+        return Problem("too_many_devices", f"a member can have at most {DEVICES_PER_MEMBER_MAX} devices; revoke one first")
+    if code == "idempotency_mismatch":
+        return Problem("idempotency_mismatch")
+    if code == "unknown_member":
+        return Problem("member_not_found")
+    raise TokenError(code)  # the partition has no free slot left: an operator's problem, not the member's
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -118,38 +128,43 @@ class MemberService:
     async def enrol_member(self) -> dict[str, Any]:
         """A new wallet with its first device; the secret and the token are in this answer only."""
         member_id = await self.tokens.create_member()
-        return await self._enrol(member_id)
+        answer, _ = await self._enrol(member_id)
+        return json.loads(answer)
 
-    async def enrol_device(self, bearer: Bearer, member_id: str) -> dict[str, Any]:
+    async def enrol_device(self, bearer: Bearer, member_id: str, idempotency_key: str, request_hash: str) -> tuple[bytes, bool]:
+        """(answer, replayed): another device of the member's, one per Idempotency-Key; a retry gets
+        the first answer again, the same device, secret and token."""
         self._own(bearer, member_id)
-        devices = await self.store.redis.scard(keyspace.member_devices_key(member_id))
-        if devices >= DEVICES_PER_MEMBER_MAX:
-            raise Problem("too_many_devices", f"a member can enrol at most {DEVICES_PER_MEMBER_MAX} devices; revoke one first")
-        return await self._enrol(member_id)
+        return await self._enrol(member_id, keyspace.device_enrolment_key(member_id, idempotency_key), request_hash)
 
-    async def _enrol(self, member_id: str) -> dict[str, Any]:
-        enrolment = await self.tokens.enrol(member_id)
+    async def _enrol(self, member_id: str, record_key: str = "", request_hash: str = "") -> tuple[bytes, bool]:
         partition = keyspace.partition_of_member(member_id)
         token = f"pgmt_{partition:03d}_" + base64.urlsafe_b64encode(bytes.fromhex(self._token_hex(32))).decode().rstrip("=")
         expires_ms = self.now_ms() + TOKEN_TTL_S * 1000
-        key = keyspace.member_token_key(partition, _token_hash(token))
-        async with self.store.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"member_id": member_id, "slot": enrolment.slot, "status": "active", "expires_ms": expires_ms})
-            pipe.pexpireat(key, expires_ms)
-            pipe.hset(keyspace.device_key(enrolment.slot), "token_hash", _token_hash(token))
-            await pipe.execute()
-        return {
-            "member_id": member_id,
-            "token": token,
-            "token_expires_at": iso_ms(expires_ms),
-            "device": {
-                "slot": enrolment.slot,
-                "secret_b32": base64.b32encode(enrolment.secret).decode().rstrip("="),
-                "issuer_prefix": self.tokens.home.prefix,
-                "code_step_s": self.settings.code_step_s,
-                "provisioning_uri": enrolment.provisioning_uri,
-            },
-        }
+
+        def answer(enrolment: Enrolment) -> bytes:
+            return payments.dumps({
+                "member_id": member_id,
+                "token": token,
+                "token_expires_at": iso_ms(expires_ms),
+                "device": {
+                    "slot": enrolment.slot,
+                    "secret_b32": base64.b32encode(enrolment.secret).decode().rstrip("="),
+                    "issuer_prefix": self.tokens.home.prefix,
+                    "code_step_s": self.settings.code_step_s,
+                    "provisioning_uri": enrolment.provisioning_uri,
+                },
+            })
+
+        grant = Grant(_token_hash(token), expires_ms, DEVICES_PER_MEMBER_MAX, answer, record_key, request_hash,
+                      IDEMPOTENCY_TTL_S)
+        try:
+            enrolled = await self.tokens.enrol(member_id, grant)
+        except TokenError as e:
+            raise _enrolment_problem(e.code) from None
+        if isinstance(enrolled, Replay):
+            return enrolled.answer, True
+        return answer(enrolled), False
 
     async def authenticate(self, authorization: str | None) -> Bearer:
         """The member and device a bearer token belongs to; 401 for anything else."""
@@ -237,12 +252,13 @@ class MemberService:
                            "expires_at": iso_ms(c.expires_at_s * 1000)} for c in issued]}
 
     async def revoke_device(self, bearer: Bearer, member_id: str, slot: int) -> None:
+        """The device and its token end together (device_status.lua); revoking it again changes nothing."""
         await self._own_device(bearer, member_id, slot)
-        token_hash = await self.store.redis.hget(keyspace.device_key(slot), "token_hash")
-        await self.tokens.revoke(member_id, slot)
-        if token_hash:
-            await self.store.redis.hset(keyspace.member_token_key(keyspace.partition_of_member(member_id), token_hash),
-                                        "status", "revoked")
+        try:
+            await self.tokens.revoke(member_id, slot)
+        except TokenError as e:
+            if e.code != "revoked":
+                raise Problem("device_not_found") from None
 
     async def unlock_device(self, bearer: Bearer, member_id: str, slot: int) -> None:
         await self._own_device(bearer, member_id, slot)

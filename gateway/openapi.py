@@ -651,8 +651,9 @@ OPERATIONS: tuple[tuple[str, str, str, type | None, int, type, Any, tuple[str, .
     ("post", "/v1/members/{member_id}/confirmations", "Approve one payment above the confirmation threshold",
      "Confirmation", 201, ConfirmationView, {"approved": {"points": 80000, "expires_at": "2026-12-01T03:16:15.123Z"}},
      ("invalid_json", "invalid_request", "unsupported_media_type", "member_not_found")),
-    ("post", "/v1/members/{member_id}/devices", "Enrol another device", None, 201, Enrolment,
-     {"enrolled": _ENROLMENT}, ("member_not_found", "too_many_devices")),
+    ("post", "/v1/members/{member_id}/devices", "Enrol another device (one per Idempotency-Key: a retry gets the same device back)", None, 201, Enrolment,
+     {"enrolled": _ENROLMENT}, ("invalid_json", "invalid_request", "idempotency_key_missing", "idempotency_mismatch",
+                                "member_not_found", "too_many_devices")),
     ("delete", "/v1/members/{member_id}/devices/{slot}", "Revoke a device (lost phone) and its token", None, 200,
      DeviceStatus, {"revoked": {"slot": 120455622, "status": "revoked"}}, ("member_not_found", "device_not_found")),
     ("post", "/v1/members/{member_id}/devices/{slot}/unlock", "Unlock a device locked by wrong codes", None, 200,
@@ -802,7 +803,7 @@ def openapi_document() -> dict[str, Any]:
                                             "schema": {"enum": ["code128", "qr"]}})
         if path == "/v1/interop/exchanges" and method == "get":
             operation["parameters"].append({"name": "exchange_ref", "in": "query", "required": True, "schema": _REF})
-        if path.endswith(("/exchanges", "/cashouts")) and path.startswith("/v1/members") and method == "post":
+        if path.endswith(("/exchanges", "/cashouts", "/devices")) and path.startswith("/v1/members") and method == "post":
             operation["parameters"].append(MERCHANT_HEADERS[0])
         if path == "/v1/members/{member_id}/coupons":
             if method == "post":

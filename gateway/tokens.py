@@ -21,7 +21,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import urlencode
 
 import pyotp
@@ -94,6 +94,45 @@ class Enrolment:
         return f"Enrolment(member_id={self.member_id!r}, slot={self.slot}, secret=<redacted>)"
 
 
+@dataclass(frozen=True)
+class Grant:
+    """What a member's own enrolment writes in the same step as its device (enrol.lua): the bearer
+    token, the device limit and, under an Idempotency-Key, the record of the whole answer."""
+
+    token_hash: str
+    token_expires_ms: int
+    devices_max: int
+    answer: Callable[[Enrolment], bytes]
+    """The answer the member gets for the device (it holds the secret and the token: stored sealed)."""
+    record_key: str = ""
+    """The idempotency record (keyspace.device_enrolment_key); "" when the request has no key."""
+    request_hash: str = ""
+    record_ttl_s: int = 0
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The enrolment under this Idempotency-Key was made before: its answer, as first given."""
+
+    answer: bytes
+
+
+def enrol_call(slot: int, member_id: str, key_id: str, sealed: str, now_ms: int, grant: Grant | None = None,
+               sealed_answer: tuple[str, str] = ("", "")) -> tuple[list[str], list[Any]]:
+    """enrol.lua's keys and arguments (the seeding in bench/ pipelines the same call)."""
+    partition = keyspace.partition_of_member(member_id)
+    token_hash = grant.token_hash if grant else ""
+    record_key = grant.record_key if grant else ""
+    keys = [keyspace.device_key(slot), keyspace.member_devices_key(member_id), keyspace.partition_slots_key(partition),
+            keyspace.member_key(member_id), keyspace.member_active_devices_key(member_id),
+            keyspace.member_token_key(partition, token_hash or "-"),
+            record_key or keyspace.device_enrolment_key(member_id, "-")]
+    args = [slot, member_id, key_id, sealed, now_ms, grant.devices_max if grant else 0, token_hash,
+            grant.token_expires_ms if grant else 0, grant.request_hash if record_key else "", *sealed_answer,
+            grant.record_ttl_s if grant else 0]
+    return keys, args
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedCode:
     code: str
@@ -131,22 +170,26 @@ class TokenService:
                 return member_id
         raise TokenError("member_id_exhausted")
 
-    async def enrol(self, member_id: str) -> Enrolment:
-        """Enrol a new device for the member: fresh secret, fresh slot in the member's partition."""
+    async def enrol(self, member_id: str, grant: Grant | None = None) -> Enrolment | Replay:
+        """Enrol a new device for the member: fresh secret, fresh slot in the member's partition;
+        with a grant, its token and record too, in the same step (a Replay when the grant's record
+        already holds an answer)."""
         partition = keyspace.partition_of_member(member_id)
         secret = self._token_bytes(SECRET_BYTES)
         for _ in range(SLOT_DRAWS_MAX):
             slot = codes.random_slot(partition, self._randbelow)
+            enrolment = Enrolment(member_id, slot, secret, self.provisioning_uri(slot, secret))
             key_id, sealed = self.keyring.encrypt(secret, _aad(slot))
-            reply = await self.store.run(
-                "enrol",
-                [keyspace.device_key(slot), keyspace.member_devices_key(member_id),
-                 keyspace.partition_slots_key(partition), keyspace.member_key(member_id)],
-                [slot, member_id, key_id, sealed, wall_ms()],
-            )
+            sealed_answer = ("", "")
+            if grant is not None and grant.record_key:
+                sealed_answer = self.keyring.encrypt(grant.answer(enrolment), grant.record_key)
+            reply = await self.store.run("enrol", *enrol_call(slot, member_id, key_id, sealed, wall_ms(), grant, sealed_answer))
             if reply[0] == "ok":
                 self._remember(slot, secret, member_id)
-                return Enrolment(member_id, slot, secret, self.provisioning_uri(slot, secret))
+                return enrolment
+            if reply[0] == "replay":
+                assert grant is not None
+                return Replay(self.keyring.decrypt(reply[1], reply[2], grant.record_key))
             if reply[0] != "slot_taken":
                 raise TokenError(reply[0])
         raise TokenError("partition_full")
@@ -170,7 +213,14 @@ class TokenService:
         await self._set_status(member_id, slot, "unlock")
 
     async def _set_status(self, member_id: str, slot: int, operation: str) -> None:
-        reply = await self.store.run("device_status", [keyspace.device_key(slot)], [operation, member_id, wall_ms()])
+        if keyspace.partition_of_slot(slot) != keyspace.partition_of_member(member_id):
+            raise TokenError("unknown_slot")  # not the member's: its devices are all in its partition
+        # A device's token_hash is written once, with the device: reading it first is not a race.
+        token_hash = await self.store.redis.hget(keyspace.device_key(slot), "token_hash")
+        token_key = keyspace.member_token_key(keyspace.partition_of_slot(slot), token_hash or "-")
+        reply = await self.store.run("device_status",
+                                     [keyspace.device_key(slot), keyspace.member_active_devices_key(member_id), token_key],
+                                     [operation, member_id, wall_ms(), slot])
         if reply[0] != "ok":
             raise TokenError(reply[0])
 

@@ -192,8 +192,8 @@ async def _spare_device(w: World, role: str) -> Call:
     tries the member's own device (and, refused, leaves it alone)."""
     if role != "member":
         return Call("DELETE", f"/v1/members/{w.m}/devices/{w.slot}")
-    enrolled = await w.gateway.app[MEMBERS].enrol_device(_bearer_of(w), w.m)
-    return Call("DELETE", f"/v1/members/{w.m}/devices/{enrolled['device']['slot']}")
+    answer, _ = await w.gateway.app[MEMBERS].enrol_device(_bearer_of(w), w.m, "mx-" + secrets.token_hex(8), "")
+    return Call("DELETE", f"/v1/members/{w.m}/devices/{json.loads(answer)['device']['slot']}")
 
 
 def _bearer_of(w: World):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
+import json
 import secrets
 
 import zxingcpp
@@ -12,6 +14,7 @@ from PIL import Image
 from gateway import codes, keyspace
 from gateway.app import MEMBERS, MERCHANTS, STORE
 from gateway.audit import run_audit
+from gateway.members import DEVICES_PER_MEMBER_MAX
 
 
 async def enrol(gateway) -> dict:
@@ -178,3 +181,77 @@ async def test_keys_only_work_on_their_own_routes(gateway):
     s1, p1, _ = await earn(gs25, enrolled["member_id"], 100)
     s2, p2, _ = await hana.pay("9" * 24, 100)
     assert (403, "forbidden", 403, "forbidden") == (s1, p1["code"], s2, p2["code"])
+
+
+async def enrol_device(gateway, enrolled: dict, key: str | None, body: bytes = b"{}"):
+    """(status, raw answer, headers) of the member's app enrolling another device."""
+    headers = {"Authorization": f"Bearer {enrolled['token']}", "Content-Type": "application/json"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    async with gateway.session.post(f"{gateway.base_url}/v1/members/{enrolled['member_id']}/devices", data=body,
+                                    headers=headers) as response:
+        return response.status, await response.read(), response.headers
+
+
+async def devices_of(gateway, member_id: str) -> set[int]:
+    return {int(s) for s in await gateway.app[STORE].redis.smembers(keyspace.member_devices_key(member_id))}
+
+
+async def test_a_retried_device_enrolment_gets_the_same_device_back(gateway):
+    """The answer to an enrolment was lost and the app sends it again: the same device, secret and
+    token, marked as a replay, one device more in all; the token and the secret both work."""
+    enrolled = await enrol(gateway)
+    key = "enrol-" + secrets.token_hex(8)
+    first = await enrol_device(gateway, enrolled, key)
+    again = await enrol_device(gateway, enrolled, key)
+    assert (201, 201, first[1]) == (first[0], again[0], again[1])
+    assert (None, "true") == (first[2].get("Idempotent-Replayed"), again[2].get("Idempotent-Replayed"))
+    device = json.loads(first[1])
+    assert {enrolled["device"]["slot"], device["device"]["slot"]} == await devices_of(gateway, enrolled["member_id"])
+    status, listing = await member_get(gateway, f"/v1/members/{enrolled['member_id']}/devices/{device['device']['slot']}/codes",
+                                       device["token"])
+    secret = base64.b32decode(device["device"]["secret_b32"] + "=" * (-len(device["device"]["secret_b32"]) % 8))
+    shown = listing["codes"][0]
+    assert (200, codes.encode_code("9410", device["device"]["slot"], shown["seq"], secret, shown["step"])) == (status, shown["code"])
+
+
+async def test_the_stored_enrolment_answer_is_encrypted(gateway):
+    """The record a retry is answered from holds neither the device's secret nor its token."""
+    enrolled = await enrol(gateway)
+    key = "enrol-" + secrets.token_hex(8)
+    _, raw, _ = await enrol_device(gateway, enrolled, key)
+    device = json.loads(raw)
+    record = await gateway.app[STORE].redis.hgetall(keyspace.device_enrolment_key(enrolled["member_id"], key))
+    stored = json.dumps(record)
+    assert record["answer"] and device["device"]["secret_b32"] not in stored and device["token"] not in stored
+    assert 0 < await gateway.app[STORE].redis.ttl(keyspace.device_enrolment_key(enrolled["member_id"], key))
+
+
+async def test_device_enrolment_needs_a_key_and_one_request_per_key(gateway):
+    """No Idempotency-Key: refused, nothing enrolled; the key of another request: refused."""
+    enrolled = await enrol(gateway)
+    status, raw, _ = await enrol_device(gateway, enrolled, None)
+    assert (400, "idempotency_key_missing") == (status, json.loads(raw)["code"])
+    key = "enrol-" + secrets.token_hex(8)
+    assert 201 == (await enrol_device(gateway, enrolled, key))[0]
+    status, raw, _ = await enrol_device(gateway, enrolled, key, b'{"name": "tablet"}')
+    assert (422, "invalid_request") == (status, json.loads(raw)["code"])  # no field is taken (nor is its key used up)
+    status, raw, _ = await enrol_device(gateway, enrolled, key, b"{ }")
+    assert (422, "idempotency_mismatch") == (status, json.loads(raw)["code"])
+    assert 2 == len(await devices_of(gateway, enrolled["member_id"]))
+
+
+async def test_a_revoked_device_frees_its_place_under_the_limit(gateway):
+    """Five devices is the limit; revoking one lets the member enrol another; revoking twice is fine."""
+    enrolled = await enrol(gateway)
+    for _ in range(DEVICES_PER_MEMBER_MAX - 1):
+        assert 201 == (await enrol_device(gateway, enrolled, "enrol-" + secrets.token_hex(8)))[0]
+    status, raw, _ = await enrol_device(gateway, enrolled, "enrol-" + secrets.token_hex(8))
+    assert (409, "too_many_devices") == (status, json.loads(raw)["code"])
+    lost = sorted(await devices_of(gateway, enrolled["member_id"]) - {enrolled["device"]["slot"]})[0]
+    for _ in range(2):
+        async with gateway.session.delete(f"{gateway.base_url}/v1/members/{enrolled['member_id']}/devices/{lost}",
+                                          headers={"Authorization": f"Bearer {enrolled['token']}"}) as response:
+            assert (200, "revoked") == (response.status, (await response.json())["status"])
+    assert 201 == (await enrol_device(gateway, enrolled, "enrol-" + secrets.token_hex(8)))[0]
+    assert DEVICES_PER_MEMBER_MAX + 1 == len(await devices_of(gateway, enrolled["member_id"]))

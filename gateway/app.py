@@ -772,13 +772,18 @@ async def every(interval_s: float, work: Callable[[], Awaitable[Any]], what: str
                 logging.getLogger("pointgate").exception("%s: a round failed; retrying", what)
 
     task = asyncio.create_task(rounds())
+    collected = False
     try:
         yield
+    except GeneratorExit:
+        collected = True  # an app nobody closed, garbage-collected: nothing may be awaited now
+        raise
     finally:
         stop.set()
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if not collected:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def _journal_consumer(app: web.Application):

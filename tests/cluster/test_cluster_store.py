@@ -170,10 +170,10 @@ async def test_a_sleeping_replica_makes_the_wait_time_out(cluster: EmbeddedClust
 
         def sleep_replica() -> None:
             with redis.Redis(port=replica.port, socket_timeout=5) as client:
-                client.execute_command("DEBUG", "SLEEP", "0.6")
+                client.execute_command("DEBUG", "SLEEP", "0.8")
 
         sleeping = asyncio.get_running_loop().run_in_executor(None, sleep_replica)
-        await asyncio.sleep(0.1)  # the replica is inside DEBUG SLEEP now
+        await asyncio.sleep(0.25)  # the replica is inside DEBUG SLEEP now (room for a busy machine)
         with pytest.raises(DurabilityTimeout) as timed_out:
             await ledger.credit(member_id, 70, SOURCE, "e1", UNIT)
         assert (0, "ok") == (timed_out.value.replicas_acknowledged, timed_out.value.reply[0])

@@ -43,7 +43,7 @@ from gateway.payment_service import INTEROP_STORE, Answer, Caller, PaymentServic
 from gateway.problems import Problem
 from gateway.runtime import redis_server
 from gateway.settings import Settings
-from gateway.store import Store, connect
+from gateway.store import ClusterAccess, DurabilityTimeout, Store, connect
 from gateway.tokens import TokenService
 
 log = logging.getLogger("pointgate.access")
@@ -99,7 +99,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             # RFC 9110 section 15.5.6: a 405 lists the methods the route does take.
             raise Problem("method_not_allowed", f"{request.method} is not allowed on {request.path}",
                           headers={"Allow": ", ".join(sorted(e.allowed_methods))})
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError):
+        except DurabilityTimeout as e:
+            raise Problem("durability_timeout", str(e))
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,
+                redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError):
+            # Nothing answered, or a cluster refused before running anything (CLUSTERDOWN, TRYAGAIN).
             raise Problem("storage_unavailable")
     except Problem as problem:
         response = problem.response(request_id, request.path)
@@ -722,10 +726,11 @@ async def _store(app: web.Application):
     """The Redis connection pool with every script loaded, and a second pool for the members'
     live feeds (each waits on a connection of its own); closed at shutdown."""
     settings = app[SETTINGS]
-    store = Store(connect(app[REDIS_URL], settings.redis_socket_timeout_s, max_connections=256))
+    store = Store.from_settings(settings, app[REDIS_URL], max_connections=256)
     await store.load_scripts()
     app[STORE] = store
-    app[LIVE_REDIS] = connect(app[REDIS_URL], settings.redis_socket_timeout_s, max_connections=settings.live_feeds_max)
+    app[LIVE_REDIS] = connect(app[REDIS_URL], settings.redis_socket_timeout_s, max_connections=settings.live_feeds_max,
+                              cluster=ClusterAccess.from_settings(settings))
     yield
     await app[LIVE_REDIS].aclose()
     await store.close()

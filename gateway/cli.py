@@ -264,8 +264,8 @@ async def _keys(settings, args) -> int:
 
 
 def _run_redis(settings) -> int:
-    if settings.redis_url:
-        print("gateway: REDIS_URL is set; the bundled Redis is not used", file=sys.stderr)
+    if settings.redis_url or settings.redis_cluster_nodes:
+        print("gateway: REDIS_URL or redis_cluster_nodes is set; the bundled Redis is not used", file=sys.stderr)
         return 2
     with redis_server(settings) as (url, server):
         if server is None:

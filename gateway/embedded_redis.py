@@ -19,6 +19,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Sequence
 
 import redis
 
@@ -53,12 +54,15 @@ class EmbeddedRedis:
 
     Use as a context manager, or call `start()` and `stop()`. `kill()` sends
     SIGKILL (crash tests); `start()` again on the same data dir recovers.
+    `extra_args` are more redis-server options, after ours (a cluster node's).
     """
 
-    def __init__(self, data_dir: Path | str, port: int = 0, start_timeout_s: float = 10.0) -> None:
+    def __init__(self, data_dir: Path | str, port: int = 0, start_timeout_s: float = 10.0,
+                 extra_args: Sequence[str] = ()) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.start_timeout_s = start_timeout_s
+        self.extra_args = tuple(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -93,7 +97,7 @@ class EmbeddedRedis:
             raise EmbeddedRedisError(f"the Redis data dir {self.data_dir} is not writable")
         if self.port == 0:
             self.port = free_port()
-        elif not _port_free(self.port):
+        elif not port_free(self.port):
             raise EmbeddedRedisError(f"port {self.port} on 127.0.0.1 is already in use; choose another redis_port")
         args = [
             str(redis_server_binary()),
@@ -109,6 +113,7 @@ class EmbeddedRedis:
             "--protected-mode", "yes",
             "--logfile", str(self.log_path),
             "--daemonize", "no",
+            *self.extra_args,
         ]
         # Its own process group, so a Ctrl-C at the terminal reaches the gateway,
         # which then shuts Redis down cleanly after the last write.
@@ -233,7 +238,7 @@ def _running_url(data_dir: Path) -> str | None:
     return f"redis://127.0.0.1:{port}/0" if served and Path(served).resolve() == data_dir else None
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     """Whether nothing listens on the loopback port.
 
     SO_REUSEADDR as redis-server itself binds: a server killed with clients

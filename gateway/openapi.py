@@ -701,7 +701,7 @@ OPERATIONS: tuple[tuple[str, str, str, type | None, int, type, Any, tuple[str, .
     ("get", "/v1/ops/console/live", "Server-sent events for the operator console: each sale (payment) and a summary "
      "every second (docs/web.md)", None, 200, None, {}, ("live_feeds_busy",)),
 )
-MEMBER_PROBLEMS = ("unauthorized", "storage_unavailable", "internal_error")
+MEMBER_PROBLEMS = ("unauthorized", "storage_unavailable", "durability_timeout", "internal_error")
 OTHER_SUCCESS: dict[tuple[str, str], dict[int, tuple[str, dict[str, Any]]]] = {
     ("post", "/v1/members/{member_id}/bank-accounts"): {
         200: ("The same bank and account number were already linked: the existing account", {"existing": _BANK_ACCOUNT})},
@@ -721,7 +721,7 @@ WEB_PAGES = (
 )
 CONSOLE_PROBLEMS = ("operator_unauthorized", "storage_unavailable", "internal_error")
 AUTH_PROBLEMS = ("signature_missing", "bad_signature", "timestamp_out_of_window", "unknown_key", "nonce_replayed",
-                 "storage_unavailable", "internal_error")
+                 "storage_unavailable", "durability_timeout", "internal_error")
 
 
 def _problem_example(code: str) -> dict[str, Any]:

@@ -80,6 +80,10 @@ PROBLEMS: dict[str, ProblemKind] = {
     "not_found": ProblemKind(404, "No such route.", "caller", False),
     "method_not_allowed": ProblemKind(405, "This route does not take this method.", "caller", False),
     "storage_unavailable": ProblemKind(503, "The gateway is briefly unavailable. Retry with the same key.", "gateway", True),
+    # Applied on the Redis primary but not yet acknowledged by the replicas that redis_wait_replicas asks for
+    # (gateway.store.DurabilityTimeout); the retry with the same key returns the applied outcome.
+    "durability_timeout": ProblemKind(503, "The gateway could not confirm the change is safely stored. Retry with the same key.",
+                                      "gateway", True),
     "live_feeds_busy": ProblemKind(503, "Live updates are busy. The app reconnects shortly.", "gateway", True),
     "operator_unauthorized": ProblemKind(401, "Sign in to the operator console again.", "caller", False),
     "internal_error": ProblemKind(500, "The gateway failed. Retry with the same key; the payment is never applied twice.", "gateway", True),

@@ -15,7 +15,7 @@ from gateway.embedded_redis import EmbeddedRedis, attach_or_start
 from gateway.keyring import Keyring
 from gateway.ledger import Ledger
 from gateway.settings import Settings
-from gateway.store import Store, connect
+from gateway.store import Store
 from gateway.tokens import TokenService
 
 
@@ -32,7 +32,11 @@ class Runtime:
 
 @contextlib.contextmanager
 def redis_server(settings: Settings):
-    """Yield the Redis URL to use: REDIS_URL if configured, else the bundled server's."""
+    """Yield the Redis URL to use: REDIS_URL if configured, else the bundled server's; with
+    redis_cluster_nodes, an empty URL (the store connects to the cluster) and no bundled server."""
+    if settings.redis_cluster_nodes:
+        yield "", None
+        return
     if settings.redis_url:
         yield settings.redis_url, None
         return
@@ -47,7 +51,7 @@ def redis_server(settings: Settings):
 @contextlib.asynccontextmanager
 async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     with redis_server(settings) as (url, server):
-        store = Store(connect(url, settings.redis_socket_timeout_s))
+        store = Store.from_settings(settings, url)
         try:
             await store.load_scripts()
             keyring = Keyring.load(settings.keyring_path)

@@ -52,7 +52,8 @@ def serve(settings: Settings) -> int:
             subprocess.Popen([sys.executable, "-m", "gateway.serve"], env=env, preexec_fn=die_with_parent)
             for _ in range(settings.workers)
         ]
-        print(f"gateway: {settings.workers} worker(s) on http://{settings.host}:{settings.port}, Redis {url}", flush=True)
+        redis_at = url or "Cluster " + ",".join(settings.redis_cluster_nodes)
+        print(f"gateway: {settings.workers} worker(s) on http://{settings.host}:{settings.port}, Redis {redis_at}", flush=True)
         kill_at: float | None = None
 
         def stop(signum: int, _frame: object) -> None:

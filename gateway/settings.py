@@ -88,6 +88,15 @@ class Settings:
     redis_port: int = 0
     redis_start_timeout_s: int = 10
     redis_socket_timeout_s: int = 5
+    redis_cluster_nodes: tuple[str, ...] = ()
+    """`host:port` startup nodes of a Redis Cluster; empty: one server (redis_url or the bundled one)."""
+    redis_username: str = ""
+    redis_password: str = dataclasses.field(default="", repr=False)
+    redis_tls: bool = False
+    redis_tls_ca_path: str = ""
+    redis_wait_replicas: int = 0
+    """After a script that moves points, WAIT for this many replicas to acknowledge it; 0: no WAIT."""
+    redis_wait_timeout_ms: int = 100
     # [codes]
     code_step_s: int = 30
     code_window_steps: int = 1
@@ -152,6 +161,8 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "redis_port": (0, 65535),
     "redis_start_timeout_s": (1, 120),
     "redis_socket_timeout_s": (1, 60),
+    "redis_wait_replicas": (0, 16),  # WAIT counts replicas of one primary; 16 is far beyond any sane shard
+    "redis_wait_timeout_ms": (1, 60_000),  # WAIT 0 would block for ever, so 0 is not allowed
     "code_step_s": (10, 300),
     "code_window_steps": (0, 3),
     "code_lookback_steps": (0, 240),
@@ -172,6 +183,10 @@ _FLOAT_RANGES: dict[str, tuple[float, float]] = {
     "bank_timeout_s": (0.05, 120.0),
     "bank_resolve_interval_s": (0.05, 3600.0),
 }
+_BOOL_FIELDS = {"redis_tls"}
+# Settings that are lists of strings, with the most entries each may have.
+_LIST_FIELDS_MAX = {"redis_cluster_nodes": 64}  # startup nodes only: the client discovers the rest
+_CLUSTER_NODE_RE = re.compile(r"(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})")
 _SCALAR_FIELDS = {
     f.name: f for f in dataclasses.fields(Settings) if f.name not in ("networks", "merchants", "affiliates", "partners", "fx", "campaigns")
 }
@@ -205,7 +220,10 @@ def load_settings(
             _check_scalar(key, value)
     for key in _FLOAT_RANGES.keys() & values.keys():
         values[key] = float(values[key])
+    for key in _LIST_FIELDS_MAX.keys() & values.keys():
+        values[key] = tuple(values[key])
     _check_cashout(values)
+    _check_redis(values)
     if "networks" not in values:
         values["networks"] = _networks(_read_toml(config_dir / "networks.toml"))
     if "merchants" not in values:
@@ -234,6 +252,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _from_env(key: str, raw: str) -> Any:
+    if key in _LIST_FIELDS_MAX:
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    if key in _BOOL_FIELDS:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise SettingsError(f"{ENV_PREFIX}{key.upper()}: expected true or false, got {raw!r}")
     if _SCALAR_FIELDS[key].type in ("float", float):
         try:
             return float(raw)
@@ -252,6 +278,14 @@ def _check_scalar(key: str, value: Any) -> None:
         low, high = _INT_RANGES[key]
         if type(value) is not int or not low <= value <= high:
             raise SettingsError(f"{key}: expected an integer from {low} to {high}, got {value!r}")
+    elif key in _BOOL_FIELDS:
+        if type(value) is not bool:
+            raise SettingsError(f"{key}: expected true or false, got {value!r}")
+    elif key in _LIST_FIELDS_MAX:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+            raise SettingsError(f"{key}: expected a list of strings (comma-separated in {ENV_PREFIX}{key.upper()}), got {value!r}")
+        if len(value) > _LIST_FIELDS_MAX[key]:
+            raise SettingsError(f"{key}: at most {_LIST_FIELDS_MAX[key]} entries, got {len(value)}")
     elif key in _FLOAT_RANGES:
         low_s, high_s = _FLOAT_RANGES[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low_s <= value <= high_s:
@@ -276,6 +310,32 @@ def _check_cashout(values: Mapping[str, Any]) -> None:
     if url and not re.fullmatch(r"[\x21-\x7e]{8,256}", api_key):
         raise SettingsError("bank_api_key: expected 8-256 visible ASCII characters when bank_url is set "
                             "(POINTGATE_BANK_API_KEY); the key itself is never printed")
+
+
+def _check_redis(values: Mapping[str, Any]) -> None:
+    """One server or a cluster, and the keys that only make sense with a cluster or with WAIT."""
+    def get(key: str) -> Any:
+        return values.get(key, _SCALAR_FIELDS[key].default)
+
+    nodes = get("redis_cluster_nodes")
+    for node in nodes:
+        match = _CLUSTER_NODE_RE.fullmatch(node)
+        if not match or not 1 <= int(match["port"]) <= 65535:
+            raise SettingsError(f"redis_cluster_nodes: expected host:port entries (port 1-65535), got {node!r}")
+    if len(set(nodes)) != len(nodes):
+        raise SettingsError(f"redis_cluster_nodes: each node once, got {list(nodes)!r}")
+    if nodes and get("redis_url"):
+        raise SettingsError("redis_url and redis_cluster_nodes are both set; set one (a single server or a cluster)")
+    if not nodes:
+        for key in ("redis_username", "redis_password", "redis_tls", "redis_tls_ca_path"):
+            if get(key):
+                raise SettingsError(f"{key}: only used with redis_cluster_nodes; a single server takes its "
+                                    f"user, password and TLS in redis_url (rediss://user:password@host:port/0)")
+    if get("redis_tls_ca_path") and not get("redis_tls"):
+        raise SettingsError("redis_tls_ca_path: set redis_tls = true as well, or leave the CA path empty")
+    if get("redis_wait_replicas") and get("redis_wait_timeout_ms") >= get("redis_socket_timeout_s") * 1000:
+        raise SettingsError(f"redis_wait_timeout_ms: must be below redis_socket_timeout_s ({get('redis_socket_timeout_s')} s), "
+                            f"or the client gives up on a WAIT that Redis would still answer; got {get('redis_wait_timeout_ms')}")
 
 
 def _require(table: Mapping[str, Any], key: str, where: str, kind: type) -> Any:

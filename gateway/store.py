@@ -18,16 +18,67 @@ out a pooled connection without checking whether the server closed it, so
 after every Redis restart each idle connection failed one command (a burst
 of 503s). With them off a closed connection is reconnected before anything
 is sent on it, which cannot run a command twice.
+
+On a Redis Cluster (the `redis_cluster_nodes` setting) the client is a
+`redis.asyncio.cluster.RedisCluster` and the Store's interface is the same;
+what changes:
+
+- Retries: still none. A connection error, a timeout or CLUSTERDOWN is raised
+  at once and never re-sent. MOVED and ASK redirections are followed: a node
+  that answers MOVED did not run the command, so following it cannot run a
+  script twice. After a connection error the client reads the slot map again
+  before its next command; that is how it finds a replica promoted after its
+  primary died (the command that met the dead primary has failed, its caller
+  retries with its idempotency key).
+- Scripts: SCRIPT LOAD and SCRIPT EXISTS go to every primary. A replica
+  promoted later may not hold a script; EVALSHA then answers NOSCRIPT, and
+  the script is loaded on every primary and sent again (NOSCRIPT ran nothing).
+- Keys: every key one script touches must be in one hash slot. redis-py
+  refuses a script whose keys span slots before sending it, and a node would
+  answer CROSSSLOT. The member-scope scripts (credit, debit, hold,
+  hold_finish, expire, ...) carry one partition tag and run on a cluster; the
+  payment scripts (pay, cancel, refund, reversal, outbound_*) touch the
+  merchant scope and the member scope in one script, so payments cannot run
+  on a cluster until they are split into claim, move and finish (DESIGN.md
+  6a). `Store.redis` is the cluster client: a caller's own multi-key commands
+  must keep to one slot too.
+- Database 0 only, TCP only (no unix sockets); TLS and the ACL user come
+  from settings, not from a URL.
+
+Durability (the `redis_wait_replicas` setting, off by default): Redis answers
+a write once its primary has it (and, with `appendfsync always`, once it is on
+the primary's disk), before any replica has it. With `wait_replicas` = N the
+store sends every script that moves points (MONEY_SCRIPTS) in one pipeline
+with `WAIT N timeout` on the same connection (WAIT counts the replicas that
+acknowledged the writes of the connection it is sent on; on a cluster, the
+primary that owns the script's slot), still one round trip. Fewer than N
+acknowledgements raise DurabilityTimeout: the movement IS applied on the
+primary and may or may not survive a failover; a retry with the same entry id
+or idempotency key finds it applied and waits again. Off, nothing changes:
+the script is one EVALSHA. WAIT does not make Redis strongly consistent
+(docs/deployment.md).
+
+Exceptions (beside redis-py's own):
+
+    redis.exceptions.RedisError
+    └── DurabilityTimeout   applied on the primary; fewer replicas acknowledged it than asked
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import MovedError, NoScriptError, RedisError
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 try:
     from redis.maint_notifications import MaintNotificationsConfig
@@ -35,6 +86,30 @@ except ImportError:  # redis-py before 7 has no maintenance notifications, nor t
     MaintNotificationsConfig = None  # type: ignore[assignment,misc]
 
 LIBRARY = "lib"
+MONEY_SCRIPTS = frozenset({
+    "cancel", "credit", "debit", "earn", "expire", "hold", "hold_finish", "outbound_adjust", "outbound_finish",
+    "pay", "refund", "reversal", "settle",
+})
+"""The scripts that append a journal entry (move points); with WAIT on, each is acknowledged by replicas."""
+ACKNOWLEDGED_ATTEMPTS_MAX = 3
+"""Sends of one acknowledged script: the first, one after NOSCRIPT, one after MOVED (neither ran it)."""
+
+
+class DurabilityTimeout(RedisError):
+    """A script that moves points was applied on the primary, but fewer replicas than asked
+    acknowledged it within the WAIT timeout. Retryable: a retry with the same entry id or
+    idempotency key finds it applied and waits for the replicas again."""
+
+    code = "durability_timeout"
+
+    def __init__(self, script: str, replicas_wanted: int, replicas_acknowledged: int, timeout_ms: int,
+                 reply: Any) -> None:
+        super().__init__(f"{script} was applied on the primary, but {replicas_acknowledged} of {replicas_wanted} "
+                         f"replica(s) acknowledged it within {timeout_ms} ms")
+        self.script = script
+        self.replicas_wanted = replicas_wanted
+        self.replicas_acknowledged = replicas_acknowledged
+        self.reply = reply
 
 
 def script_names() -> tuple[str, ...]:
@@ -43,12 +118,35 @@ def script_names() -> tuple[str, ...]:
     return tuple(sorted(p.name[:-4] for p in lua.iterdir() if p.name.endswith(".lua") and p.name != LIBRARY + ".lua"))
 
 
-def connect(url: str, socket_timeout_s: float, max_connections: int = 64) -> aioredis.Redis:
-    """A client for `url` with explicit timeouts, no automatic retries, and closed
-    pooled connections replaced before use (see the module docstring)."""
+@dataclass(frozen=True, slots=True)
+class ClusterAccess:
+    """How to reach a Redis Cluster: startup nodes (`host:port`), ACL user, password, TLS."""
+
+    nodes: tuple[str, ...]
+    username: str = ""
+    password: str = dataclasses.field(default="", repr=False)
+    tls: bool = False
+    tls_ca_path: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "ClusterAccess | None":
+        """The cluster the settings name, or None for one server (redis_url or the bundled one)."""
+        if not settings.redis_cluster_nodes:
+            return None
+        return cls(settings.redis_cluster_nodes, settings.redis_username, settings.redis_password,
+                   settings.redis_tls, settings.redis_tls_ca_path)
+
+
+def connect(url: str, socket_timeout_s: float, max_connections: int = 64,
+            cluster: ClusterAccess | None = None) -> aioredis.Redis | RedisCluster:
+    """A client for `url`, or for `cluster` when given, with explicit timeouts, no automatic
+    retries, and closed pooled connections replaced before use (see the module docstring).
+    On a cluster `max_connections` is per node."""
     extra: dict[str, Any] = {}
     if MaintNotificationsConfig is not None:
         extra["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+    if cluster is not None:
+        return _connect_cluster(cluster, socket_timeout_s, max_connections, extra)
     return aioredis.Redis.from_url(
         url,
         decode_responses=True,
@@ -61,17 +159,59 @@ def connect(url: str, socket_timeout_s: float, max_connections: int = 64) -> aio
     )
 
 
+def _connect_cluster(cluster: ClusterAccess, socket_timeout_s: float, max_connections: int,
+                     extra: dict[str, Any]) -> RedisCluster:
+    nodes = []
+    for node in cluster.nodes:
+        host, port = node.rsplit(":", 1)
+        nodes.append(ClusterNode(host.strip("[]"), int(port)))
+    tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": cluster.tls_ca_path or None} if cluster.tls else {}
+    return RedisCluster(
+        startup_nodes=nodes,
+        decode_responses=True,
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=socket_timeout_s,
+        # Zero retries: a command that met a connection error or a timeout may have run, so it
+        # is never sent again here (redirections, which ran nothing, are still followed).
+        retry=Retry(NoBackoff(), 0),
+        # Serve the slots whose primaries answer while one shard is down, as the nodes do
+        # (cluster-require-full-coverage no in docs/deployment.md).
+        require_full_coverage=False,
+        max_connections=max_connections,
+        username=cluster.username or None,
+        password=cluster.password or None,
+        **tls,
+        **extra,
+    )
+
+
 def script_source(name: str) -> str:
     lua = resources.files("gateway") / "lua"
     return (lua / f"{LIBRARY}.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 
 class Store:
-    """Runs the named Lua scripts on one Redis client."""
+    """Runs the named Lua scripts on one Redis client (a single server's or a cluster's).
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    With `wait_replicas` > 0 every script of MONEY_SCRIPTS is followed by
+    `WAIT wait_replicas wait_timeout_ms` on its connection (module docstring).
+    """
+
+    def __init__(self, client: aioredis.Redis | RedisCluster, wait_replicas: int = 0, wait_timeout_ms: int = 100) -> None:
+        if wait_replicas < 0 or (wait_replicas and wait_timeout_ms < 1):
+            # WAIT with timeout 0 blocks until enough replicas answer, however long that is.
+            raise ValueError(f"wait_replicas must be >= 0 and wait_timeout_ms >= 1, got {wait_replicas}, {wait_timeout_ms}")
         self.redis = client
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self.cluster = isinstance(client, RedisCluster)
         self._scripts = {name: client.register_script(script_source(name)) for name in script_names()}
+
+    @classmethod
+    def from_settings(cls, settings: "Settings", url: str, max_connections: int = 64) -> "Store":
+        """A store on the cluster the settings name, else on `url`, with their WAIT option."""
+        client = connect(url, settings.redis_socket_timeout_s, max_connections, ClusterAccess.from_settings(settings))
+        return cls(client, settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
 
     async def load_scripts(self) -> None:
         """Load every script now, so the first payment does not pay for it."""
@@ -83,7 +223,43 @@ class Store:
         return all(await self.redis.script_exists(*shas))
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
+        if self.wait_replicas and name in MONEY_SCRIPTS:
+            return await self._run_acknowledged(name, keys, args)
         return await self._scripts[name](keys=list(keys), args=list(args))
+
+    async def _run_acknowledged(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
+        """EVALSHA and WAIT in one pipeline on one connection: WAIT counts the replicas that hold
+        this connection's writes, so it must follow the script on the same connection (and, on a
+        cluster, the same node: both are sent to the slot's primary, with redirections off so
+        neither is re-sent elsewhere)."""
+        script = self._scripts[name]
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        wait = ("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        for attempt in range(1, ACKNOWLEDGED_ATTEMPTS_MAX + 1):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                if self.cluster:
+                    node = self.redis.get_node_from_key(keys[0])
+                    pipe.execute_command(*command, target_nodes=node)
+                    pipe.execute_command(*wait, target_nodes=node)
+                    reply, acknowledged = await pipe.execute(raise_on_error=False, allow_redirections=False)
+                else:
+                    pipe.execute_command(*command)
+                    pipe.execute_command(*wait)
+                    reply, acknowledged = await pipe.execute(raise_on_error=False)
+            if attempt < ACKNOWLEDGED_ATTEMPTS_MAX and isinstance(reply, NoScriptError):
+                await self.redis.script_load(script.script)  # on a cluster, on every primary
+                continue
+            if attempt < ACKNOWLEDGED_ATTEMPTS_MAX and self.cluster and isinstance(reply, MovedError):
+                await self.redis.nodes_manager.initialize()  # the slot moved (a failover): read the map again
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            if isinstance(acknowledged, Exception):
+                raise acknowledged
+            if acknowledged < self.wait_replicas:
+                raise DurabilityTimeout(name, self.wait_replicas, acknowledged, self.wait_timeout_ms, reply)
+            return reply
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -695,9 +695,14 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
 # -- composition --------------------------------------------------------------
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, jobs: bool = True) -> web.Application:
+    """The gateway. `jobs`: whether this process also runs the background jobs (the journal
+    consumer, scheduled settlement, points expiry, owed partner reversals and exchanges, pending
+    cash-outs). `gateway serve` runs them in a process of their own, so no serving worker stops
+    answering while a job round works through a second's journal entries."""
     app = web.Application(middlewares=[request_context], client_max_size=settings.body_bytes_max)
     app[SETTINGS] = settings
+    app[JOBS] = jobs
     app[METRICS] = Metrics()
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
@@ -707,6 +712,7 @@ def create_app(settings: Settings) -> web.Application:
 
 
 REDIS_URL = web.AppKey("redis_url", str)
+JOBS = web.AppKey("jobs", bool)
 
 
 async def _close_live_feeds(app: web.Application) -> None:
@@ -791,15 +797,23 @@ async def every(interval_s: float, work: Callable[[], Awaitable[Any]], what: str
                 await task
 
 
+@contextlib.asynccontextmanager
+async def job(app: web.Application, interval_s: float, work: Callable[[], Awaitable[Any]], what: str):
+    """A background job of the gateway's: `every` round, in the process that runs the jobs
+    (create_app's `jobs`); an interval of 0 turns it off."""
+    if not app[JOBS] or not interval_s:
+        yield
+        return
+    async with every(interval_s, work, what):
+        yield
+
+
 async def _journal_consumer(app: web.Application):
     """This process's consumer of the journals: the views settlement reads (see gateway/views.py)."""
     interval_s = app[SETTINGS].views_interval_s
     consumer = JournalConsumer(app[STORE], app[SETTINGS], app[MERCHANTS])
     app[CONSUMER] = consumer
-    if not interval_s:
-        yield
-        return
-    async with every(interval_s, consumer.run_round, "journal consumer"):
+    async with job(app, interval_s, consumer.run_round, "journal consumer"):
         yield
 
 
@@ -809,19 +823,16 @@ CONSUMER = web.AppKey("journal_consumer", JournalConsumer)
 async def _scheduled_settlement(app: web.Application):
     """Yesterday is settled as soon as each merchant's business day has ended (see gateway/settlement.py)."""
     settings = app[SETTINGS]
-    if not settings.settle_interval_s:
-        yield
-        return
     service = Settlement(app[STORE], settings, app[MERCHANTS], app[CONSUMER])
-    async with every(settings.settle_interval_s, lambda: settle_yesterday(service, settings.settlements_dir),
-                     "scheduled settlement"):
+    async with job(app, settings.settle_interval_s, lambda: settle_yesterday(service, settings.settlements_dir),
+                   "scheduled settlement"):
         yield
 
 
 async def _points_expiry(app: web.Application):
-    """The scheduled expiry job: every process runs it; each lot expires once whoever gets there first."""
+    """The scheduled expiry job: each lot expires once, whichever process that runs jobs gets there first."""
     store = app[STORE]
-    async with every(app[SETTINGS].points_expiry_interval_s, lambda: expire_due(store), "points expiry"):
+    async with job(app, app[SETTINGS].points_expiry_interval_s, lambda: expire_due(store), "points expiry"):
         yield
 
 
@@ -854,7 +865,7 @@ async def _partner_clients(app: web.Application):
         await service.send_owed_reversals()
         await app[EXCHANGES].resolve_pending()
 
-    async with every(OWED_REVERSALS_INTERVAL_S, send_owed, "owed partner reversals"):
+    async with job(app, OWED_REVERSALS_INTERVAL_S, send_owed, "owed partner reversals"):
         yield
     await session.close()
 
@@ -868,7 +879,7 @@ async def _bank(app: web.Application):
         return
     session = aiohttp.ClientSession()
     cashouts.bank = BankClient(session, settings.bank_url, settings.bank_api_key, settings.bank_timeout_s)
-    async with every(settings.bank_resolve_interval_s, cashouts.resolve_pending, "pending cash-outs"):
+    async with job(app, settings.bank_resolve_interval_s, cashouts.resolve_pending, "pending cash-outs"):
         yield
     cashouts.bank = None
     await session.close()

@@ -7,13 +7,14 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from gateway import codes, signing
+from gateway import codes, keyspace, signing, views
 from gateway.embedded_redis import free_port
 from gateway.keyring import Keyring
 from gateway.ledger import Ledger
@@ -97,3 +98,43 @@ async def test_sigterm_lets_an_in_flight_sale_finish(redis_server, store, tmp_pa
     assert (b"HTTP/1.1 201 Created", "approved", 3_800) == (status_line, payment["status"], payment["balance_after"])
     assert 3_800 == (await tokens.ledger.balance(member_id)).available
     assert 0 == status
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether the process holds a socket listening on `port` (from /proc/net/tcp, state 0A)."""
+    listening = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            listening.add(f"socket:[{fields[9]}]")
+    return any(os.readlink(fd) in listening for fd in Path(f"/proc/{pid}/fd").iterdir())
+
+
+async def test_the_background_jobs_run_in_one_process_that_serves_nothing(redis_server, store, tmp_path):
+    """Two serving workers and one jobs process: the journal's only consumer is the process that
+    does not listen on the port (a job round never holds up a request)."""
+    gateway, port = start_gateway(redis_server.url, tmp_path / "keyring.json", workers=2)
+    try:
+        keyring = Keyring.load(tmp_path / "keyring.json", create=False)
+        tokens = TokenService(store, Ledger(store), keyring, load_settings())
+        member_id = await tokens.create_member()
+        await tokens.ledger.credit(member_id, 5_000, "affiliate:hana-card", "seed", "HMP")  # a journal entry to consume
+        journal = keyspace.journal_key(keyspace.partition_of_member(member_id))
+        deadline = time.monotonic() + 20
+        consumers: list[dict] = []
+        while time.monotonic() < deadline and not consumers:
+            await asyncio.sleep(0.2)
+            if await store.redis.xinfo_groups(journal):
+                consumers = await store.redis.xinfo_consumers(journal, views.GROUP)
+        await asyncio.sleep(3 * load_settings().views_interval_s)  # long enough for any other consumer to read too
+        consumers = await store.redis.xinfo_consumers(journal, views.GROUP)
+        roles = {pid: _listens(pid, port) for pid in _children(gateway.pid)}
+    finally:
+        status = stop(gateway)
+    jobs = [pid for pid, listening in roles.items() if not listening]
+    assert (3, 1, 0) == (len(roles), len(jobs), status)
+    assert [f"{socket.gethostname()}-{jobs[0]}"] == [c["name"] for c in consumers]

@@ -136,13 +136,14 @@ def signing_keys_key(merchant_id: str) -> str:
 
 
 def nonce_key(merchant_id: str, nonce: str) -> str:
-    """String with an expiry: a request nonce seen inside the signature window."""
+    """String with an expiry: a request nonce seen inside the signature window (a sale's or reversal's
+    holds its idempotency key's name: the attempt that burned it may continue its own claim)."""
     return f"{PREFIX}:{merchant_tag(merchant_id)}:nonce:{nonce}"
 
 
 def idempotency_key(merchant_id: str, key: str) -> str:
     """Hash: `request_hash`, `state`, `response` (exact bytes), `created_ms`; expires after the retention.
-    Between a sale's or reversal's steps: `state` claimed, `payment_id`, `decline`, `nonce`."""
+    Between a sale's or reversal's steps: `state` claimed, `payment_id`, `decline`."""
     return f"{PREFIX}:{merchant_tag(merchant_id)}:idem:{key}"
 
 

@@ -15,8 +15,7 @@
 --
 -- Every state between the steps is recoverable. The claim stores, under the
 -- idempotency key, state 'claimed', the payment id chosen before anything
--- moved, the decline decided in the merchant scope, and the nonce of the
--- attempt holding it. A retry (same key, same body) that finds a claim
+-- moved, and the decline decided in the merchant scope. A retry (same key, same body) that finds a claim
 -- continues it: with the claim's payment id (the sale answers 'resume' when
 -- the retry brought another id, and the caller sends it again with the
 -- claim's), then the move, which finds the payment record if it ran and
@@ -46,21 +45,30 @@ end
 -- claim_request's: the signing key is active, the nonce is fresh (burned
 -- here), the idempotency key is new or holds the same request. A request
 -- whose claim is still open (its steps did not all run) is handed back to
--- be continued, and the attempt continuing it is recorded as the claim's
--- nonce, so that attempt may come back (a 'resume', a 'retry') without
--- meeting its own nonce. Returns a reply to answer at once, or nil and the
--- open claim's fields {payment id, decline} (false for a new request).
-local function claim_steps(nonce_key, signing_key_key, idem_key, nonce_ttl_s, request_hash)
+-- be continued. A sale's attempt that brought another payment id than the
+-- claim's gets {'resume', the claim's id} before its nonce is burned: it is
+-- sent again with that id and burns its nonce then. The burned nonce holds
+-- the idempotency key's name, so the attempt that burned it may come back to
+-- the request's open claim (a reversal's 'retry') without meeting its own
+-- nonce; any other reuse, and any reuse once the request is done, is still
+-- a replay. `payment_id` is nil for a reversal.
+-- Returns a reply to answer at once, or nil and the open claim's fields
+-- {payment id, decline} (false for a new request).
+local function claim_steps(nonce_key, signing_key_key, idem_key, nonce_ttl_s, request_hash, payment_id)
   if redis.call('HGET', signing_key_key, 'status') ~= 'active' then return {'unknown_key'} end
-  local stored = redis.call('HMGET', idem_key, 'request_hash', 'state', 'response', 'nonce', 'payment_id', 'decline')
-  local own = stored[1] == request_hash and stored[2] == 'claimed' and stored[4] == nonce_key
-  if not own and not redis.call('SET', nonce_key, '1', 'NX', 'EX', nonce_ttl_s) then return {'nonce_replayed'} end
+  local stored = redis.call('HMGET', idem_key, 'request_hash', 'state', 'response', 'payment_id', 'decline')
+  local open = stored[1] == request_hash and stored[2] == 'claimed'
+  local own = open and redis.call('GET', nonce_key) == idem_key
+  if open and not own and payment_id and stored[4] ~= payment_id then
+    if redis.call('EXISTS', nonce_key) == 1 then return {'nonce_replayed'} end
+    return {'resume', stored[4]}
+  end
+  if not own and not redis.call('SET', nonce_key, idem_key, 'NX', 'EX', nonce_ttl_s) then return {'nonce_replayed'} end
   if not stored[1] then return nil, false end
   if stored[1] ~= request_hash then return {'idempotency_mismatch'} end
   if stored[2] == 'done' then return {'replay', stored[3]} end
   if stored[2] ~= 'claimed' then return {'idempotency_in_progress'} end
-  if not own then redis.call('HSET', idem_key, 'nonce', nonce_key) end
-  return nil, {stored[5] or '', stored[6] or ''}
+  return nil, {stored[4] or '', stored[5] or ''}
 end
 
 -- The decline codes that count as a guess against the terminal's and the merchant's limits.
@@ -75,10 +83,10 @@ end
 -- Returns a reply ({'replay', ...}, {'resume', payment id}, {error code}),
 -- or nil and the decline ('' to go on and verify the code).
 local function pay_claim(k)
-  local early, claim = claim_steps(k.nonce, k.signing_key, k.idem, ARGV[1], ARGV[2])
+  local early, claim = claim_steps(k.nonce, k.signing_key, k.idem, ARGV[1], ARGV[2], ARGV[9])
   if early then return early end
   if claim then
-    if claim[1] ~= ARGV[9] then return {'resume', claim[1]} end
+    if claim[1] ~= ARGV[9] then return {'resume', claim[1]} end  -- own nonce, another id: a bug's guard
     return nil, claim[2]
   end
   local order = redis.call('HMGET', k.order, 'payment_id', 'state', 'reversed')
@@ -96,7 +104,7 @@ local function pay_claim(k)
     decline = 'too_many_attempts'
   end
   redis.call('HSET', k.idem, 'request_hash', ARGV[2], 'state', 'claimed', 'payment_id', ARGV[9],
-    'decline', decline, 'nonce', k.nonce, 'created_ms', ARGV[4])
+    'decline', decline, 'created_ms', ARGV[4])
   redis.call('EXPIRE', k.idem, ARGV[3])
   if not order[1] or order[2] == 'declined' then
     redis.call('HSET', k.order, 'payment_id', ARGV[9], 'state', 'claimed')
@@ -296,7 +304,7 @@ local function reversal_claim(k)
   if early then return early end
   if not claim then
     redis.call('HSET', k.order, 'reversed', '1', 'reversed_ms', ARGV[4])
-    redis.call('HSET', k.idem, 'request_hash', ARGV[2], 'state', 'claimed', 'nonce', k.nonce, 'created_ms', ARGV[4])
+    redis.call('HSET', k.idem, 'request_hash', ARGV[2], 'state', 'claimed', 'created_ms', ARGV[4])
     redis.call('EXPIRE', k.idem, ARGV[3])
   end
   return nil

@@ -4,6 +4,9 @@ the terminal's retry or its reversal, with the points moved exactly once."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import secrets
 
 import pytest
@@ -13,6 +16,7 @@ from aiohttp.test_utils import TestServer
 from gateway import keyspace
 from gateway.app import STORE, create_app
 from gateway.audit import run_audit
+from gateway.embedded_cluster import EmbeddedCluster
 from gateway.settings import Settings
 from gateway.store import Store
 from tests.e2e.conftest import Gateway, Member
@@ -20,6 +24,7 @@ from tests.e2e.pay_steps import MERCHANT, batch_counts, journal_entries, lost_af
 
 pytestmark = pytest.mark.cluster
 
+DUPLICATES = 20
 MEMBER_DRAWS_MAX = 20  # a random partition lands on another primary than the merchant's 2 times in 3
 
 
@@ -41,11 +46,11 @@ async def register_merchants(store: Store, settings: Settings) -> None:
                 await store.redis.sadd(keyspace.store_terminals_key(m.id, s.id), *s.terminals)
 
 
-@pytest.fixture
-async def gateway(cluster_settings: Settings, cluster_store: Store):
-    """The gateway app served with the cluster settings (its own cluster client), merchants registered."""
-    await register_merchants(cluster_store, cluster_settings)
-    app = create_app(cluster_settings)
+@contextlib.asynccontextmanager
+async def serving_on_cluster(settings: Settings, store: Store):
+    """The gateway app served with cluster settings (its own cluster client), merchants registered."""
+    await register_merchants(store, settings)
+    app = create_app(settings)
     server = TestServer(app)
     await server.start_server()
     try:
@@ -53,6 +58,12 @@ async def gateway(cluster_settings: Settings, cluster_store: Store):
             yield Gateway(app, server, session)
     finally:
         await server.close()
+
+
+@pytest.fixture
+async def gateway(cluster_settings: Settings, cluster_store: Store):
+    async with serving_on_cluster(cluster_settings, cluster_store) as running:
+        yield running
 
 
 async def member_elsewhere(gw: Gateway, points: int) -> Member:
@@ -127,6 +138,44 @@ async def test_a_reversal_after_the_sale_gives_the_points_back_on_the_cluster(ga
         status, reversed_["outcome"], reversed_["payment"]["status"], await gateway.balance(member))
     assert (200, "true", "1") == (again[0], again[2].get("idempotent-replayed"), (await batch_counts(gateway, terminal))[2])
     await assert_audit_clean(gateway)
+
+
+async def test_concurrent_duplicates_of_a_sale_on_the_cluster_move_the_points_once(gateway: Gateway):
+    """Twenty duplicates of one sale at once, each freshly signed: one answer is first, every other
+    is its bytes replayed (or a retryable 409), and the points move once."""
+    member = await member_elsewhere(gateway, 10_000)
+    terminal = await gateway.terminal(MERCHANT)
+    code, order_ref, key = member.code(), "ord-" + secrets.token_hex(6), "idem-" + secrets.token_hex(8)
+    replies = await asyncio.gather(*(sale(terminal, code, 900, order_ref, key) for _ in range(DUPLICATES)))
+    answered = [(status, headers["_raw"], headers.get("idempotent-replayed")) for status, document, headers in replies
+                if not (status == 409 and document["code"] == "idempotency_in_progress")]
+    assert 1 == len([a for a in answered if a[2] is None]), [(status, document.get("code")) for status, document, _ in replies]
+    assert {(201, answered[0][1])} == {(status, raw) for status, raw, _ in answered}
+    assert (9_100, ("1", "900", None)) == (await gateway.balance(member), await batch_counts(gateway, terminal))
+    assert 1 == len(await journal_entries(gateway, member))
+    await assert_audit_clean(gateway)
+
+
+def wait_calls(cluster: EmbeddedCluster, port: int) -> int:
+    with cluster.client(cluster.node_by_port(port)) as client:
+        return int(client.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+
+
+async def test_with_wait_the_claim_and_the_move_are_acknowledged_on_their_own_primaries(
+        cluster: EmbeddedCluster, cluster_settings: Settings, cluster_store: Store):
+    """With redis_wait_replicas 1 a sale WAITs twice: after its claim on the merchant's primary, after its
+    move on the member's (the finish is redone by a retry, so it is not waited for)."""
+    settings = dataclasses.replace(cluster_settings, redis_wait_replicas=1, redis_wait_timeout_ms=1000)
+    async with serving_on_cluster(settings, cluster_store) as gw:
+        member = await member_elsewhere(gw, 10_000)
+        terminal = await gw.terminal(MERCHANT)
+        store = gw.app[STORE]
+        merchant_port = store.redis.get_node_from_key(keyspace.idempotency_key(MERCHANT, "x")).port
+        member_port = store.redis.get_node_from_key(keyspace.member_key(member.member_id)).port
+        before = (wait_calls(cluster, merchant_port), wait_calls(cluster, member_port))
+        status, payment, _ = await terminal.pay(member.code(), 600)
+        assert (201, "approved") == (status, payment["status"])
+        assert (before[0] + 1, before[1] + 1) == (wait_calls(cluster, merchant_port), wait_calls(cluster, member_port))
 
 
 # -- a failure between two steps ---------------------------------------------------------------

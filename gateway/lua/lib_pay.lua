@@ -15,8 +15,8 @@
 --
 -- Every state between the steps is recoverable. The claim stores, under the
 -- idempotency key, state 'claimed', the payment id chosen before anything
--- moved, and the decline decided in the merchant scope. A retry (same key, same body) that finds a claim
--- continues it: with the claim's payment id (the sale answers 'resume' when
+-- moved, and the decline decided in the merchant scope. A retry (same key,
+-- same body) that finds a claim continues it: with the claim's payment id (the sale answers 'resume' when
 -- the retry brought another id, and the caller sends it again with the
 -- claim's), then the move, which finds the payment record if it ran and
 -- runs otherwise, then the finish, which stores the response once. A
@@ -24,9 +24,10 @@
 -- writes a marker for that payment id in the member scope, where the move
 -- looks for it: the sale can then only decline ('reversed').
 
+-- The ARGV of a sale and of a reversal as their caller sends them (pay.lua's
+-- and reversal.lua's headers); a cluster step finds the previous step's reply
+-- after them.
 local PAY_ARGS = 30
--- ARGV of a sale as its caller sends it (pay.lua's header); the cluster's
--- steps find the previous step's reply after them.
 local REVERSAL_ARGS = 12
 
 -- The merchant scope of a sale: the first eight KEYS (pay.lua's header).
@@ -86,7 +87,9 @@ local function pay_claim(k)
   local early, claim = claim_steps(k.nonce, k.signing_key, k.idem, ARGV[1], ARGV[2], ARGV[9])
   if early then return early end
   if claim then
-    if claim[1] ~= ARGV[9] then return {'resume', claim[1]} end  -- own nonce, another id: a bug's guard
+    -- Only an attempt that already has the claim's payment id gets here; the check keeps a
+    -- bug from moving a second payment for one request.
+    if claim[1] ~= ARGV[9] then return {'resume', claim[1]} end
     return nil, claim[2]
   end
   local order = redis.call('HMGET', k.order, 'payment_id', 'state', 'reversed')

@@ -20,7 +20,7 @@ from gateway.embedded_cluster import EmbeddedCluster
 from gateway.settings import Settings
 from gateway.store import Store
 from tests.e2e.conftest import Gateway, Member
-from tests.e2e.pay_steps import MERCHANT, batch_counts, journal_entries, lost_after, reversal, sale
+from tests.e2e.pay_steps import MERCHANT, batch_counts, journal_entries, lost_after, reversal, sale, scripts_run
 
 pytestmark = pytest.mark.cluster
 
@@ -91,6 +91,17 @@ async def test_a_sale_is_approved_on_the_cluster(gateway: Gateway):
     assert 8_500 == await gateway.balance(member)
     assert ("1", "1500", None) == await batch_counts(gateway, terminal)
     await assert_audit_clean(gateway)
+
+
+async def test_on_the_cluster_a_sale_and_a_reversal_are_three_steps_each(gateway: Gateway):
+    """On the cluster the store sends a sale as claim, move, finish and a reversal of it likewise."""
+    member = await member_elsewhere(gateway, 10_000)
+    terminal = await gateway.terminal(MERCHANT)
+    order_ref = "ord-" + secrets.token_hex(6)
+    with scripts_run(gateway.app[STORE]) as names:
+        await terminal.pay(member.code(), 1_000, order_ref)
+        await reversal(terminal, order_ref)
+    assert ["pay_claim", "pay_move", "pay_finish", "reversal_claim", "reversal_move", "reversal_finish"] == names
 
 
 async def test_a_retry_on_the_cluster_replays_the_same_bytes(gateway: Gateway):

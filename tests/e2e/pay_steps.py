@@ -36,6 +36,22 @@ def lost_after(store: Store, step: str):
         store._run_script = real
 
 
+@contextlib.contextmanager
+def scripts_run(store: Store):
+    """The names of the scripts the store sends to Redis while the block runs, in order."""
+    real, names = store._run_script, []
+
+    async def run(name, keys, args):
+        names.append(name)
+        return await real(name, keys, args)
+
+    store._run_script = run
+    try:
+        yield names
+    finally:
+        store._run_script = real
+
+
 async def sale(terminal: Terminal, code: str, amount: int, order_ref: str, key: str):
     return await terminal.send("POST", "/v1/payments", {
         "code": code, "amount": amount, "currency": "KRW", "order_ref": order_ref, **terminal.here()}, key)

@@ -10,7 +10,7 @@ from gateway import keyspace
 from gateway.app import STORE
 from gateway.audit import run_audit
 from tests.e2e.conftest import Gateway
-from tests.e2e.pay_steps import MERCHANT, batch_counts, journal_entries, lost_after, reversal, sale
+from tests.e2e.pay_steps import MERCHANT, batch_counts, journal_entries, lost_after, reversal, sale, scripts_run
 
 
 async def lose_sale_after(gw: Gateway, step: str, terminal, code: str, amount: int, order_ref: str, key: str) -> str:
@@ -24,6 +24,17 @@ async def lose_sale_after(gw: Gateway, step: str, terminal, code: str, amount: i
         store.split_steps = False
     assert (503, "storage_unavailable") == (status, problem["code"])
     return (await store.redis.hgetall(keyspace.idempotency_key(MERCHANT, key)))["payment_id"]
+
+
+async def test_on_one_redis_a_sale_and_a_reversal_are_one_script_each(gateway: Gateway):
+    """The hot path on one Redis: a sale sends pay.lua once and a reversal reversal.lua once, one round trip each."""
+    member = await gateway.member(5_000)
+    terminal = await gateway.terminal(MERCHANT)
+    order_ref = "ord-" + secrets.token_hex(6)
+    with scripts_run(gateway.app[STORE]) as names:
+        status, _, _ = await terminal.pay(member.code(), 1_000, order_ref)
+        reversed_status, _, _ = await reversal(terminal, order_ref)
+    assert (201, 200, ["pay", "reversal"]) == (status, reversed_status, names)
 
 
 async def test_one_script_completes_a_sale_left_after_its_claim(gateway: Gateway):

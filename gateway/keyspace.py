@@ -136,17 +136,20 @@ def signing_keys_key(merchant_id: str) -> str:
 
 
 def nonce_key(merchant_id: str, nonce: str) -> str:
-    """String with an expiry: a request nonce seen inside the signature window."""
+    """String with an expiry: a request nonce seen inside the signature window (a sale's or reversal's
+    holds its idempotency key's name: the attempt that burned it may continue its own claim)."""
     return f"{PREFIX}:{merchant_tag(merchant_id)}:nonce:{nonce}"
 
 
 def idempotency_key(merchant_id: str, key: str) -> str:
-    """Hash: `request_hash`, `state`, `response` (exact bytes), `created_ms`; expires after the retention."""
+    """Hash: `request_hash`, `state`, `response` (exact bytes), `created_ms`; expires after the retention.
+    Between a sale's or reversal's steps: `state` claimed, `payment_id`, `decline`."""
     return f"{PREFIX}:{merchant_tag(merchant_id)}:idem:{key}"
 
 
 def order_key(merchant_id: str, order_ref: str) -> str:
-    """Hash: the latest sale's `payment_id` and `state` for an order reference, and `reversed`."""
+    """Hash: the latest sale's `payment_id` and `state` (claimed, taken, declined) for an order reference,
+    and `reversed`."""
     return f"{PREFIX}:{merchant_tag(merchant_id)}:order:{order_ref}"
 
 
@@ -175,6 +178,13 @@ def closed_batches_key(merchant_id: str, store_id: str, terminal_id: str) -> str
 def payment_key(payment_id: str) -> str:
     """Hash: one payment's record (see gateway/payments.py). Payment ids carry the member partition."""
     return f"{PREFIX}:{partition_tag(partition_of_payment(payment_id))}:pay:{payment_id}"
+
+
+def reversal_marker_key(payment_id: str) -> str:
+    """Hash, expires with the idempotency keys: the reversal of a payment, in the payment's own
+    scope: `reversal` (the reversal's idempotency key), `outcome` (`recorded`: the sale had only
+    its claim and can never move; `reversed`), `amount` (for the terminal batch), `created_ms`."""
+    return f"{PREFIX}:{partition_tag(partition_of_payment(payment_id))}:payrev:{payment_id}"
 
 
 def refunds_key(payment_id: str) -> str:

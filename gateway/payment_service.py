@@ -1,8 +1,11 @@
 """The merchant payment operations: sale, lookups, cancel, refund, reversal, batch close.
 
 Each operation prepares everything in Python (code format, OTP match,
-limits, ids) and then makes one Lua script call that checks and writes
-atomically (`gateway/lua/pay.lua` and friends). Responses are rendered from
+limits, ids) and then asks the store to run one Lua script that checks and
+writes atomically (`gateway/lua/pay.lua` and friends); on a cluster the store
+runs a sale or a reversal as its claim, move and finish steps, which this
+module does not see. A sale whose request an earlier attempt claimed under
+another payment id answers 'resume' and is sent again with that id. Responses are rendered from
 what the script stored, so a retry with the same idempotency key gets the
 same bytes. Errors are raised as `Problem`; declines are payments.
 """
@@ -33,6 +36,10 @@ INTEROP_STORE = "interop"
 IDEMPOTENCY_TTL_S = 72 * 3600  # keys are kept at least 48 h (the API promise), plus a day of margin
 REVERSAL_RETRIES_MAX = 3  # a sale racing the reversal makes it read the order again, at most this often
 APPROVAL_CODE_DIGITS = 6
+PAY_PAYMENT_KEY = 17
+"""Index in pay.lua's KEYS of the payment's key, followed by its reversal marker's (KEYS[18], KEYS[19])."""
+PAY_PAYMENT_ID_ARG = 8
+"""Index in pay.lua's ARGV of the payment id (ARGV[9])."""
 
 _SCRIPT_PROBLEMS = {
     "unknown_key", "nonce_replayed", "idempotency_mismatch", "idempotency_in_progress",
@@ -185,10 +192,12 @@ class PaymentService:
         keys = self._claim_keys(caller, idempotency_key) + [
             keyspace.order_key(caller.merchant_id, order_ref),
             *self._batch_keys(caller, store_id, terminal_id),
-            keyspace.device_key(slot), keyspace.used_codes_key(slot),
-            *keyspace.wallet_keys(member_id or _no_member_id(partition)), keyspace.payment_key(payment_id),
-            *(keyspace.coupon_key(partition, code) for code in coupon_codes),
             *keyspace.guess_counter_keys(caller.merchant_id, store_id, terminal_id, now_ms // 60_000),
+            # The member scope from here (pay.lua's header; on a cluster its own step).
+            keyspace.device_key(slot), keyspace.used_codes_key(slot),
+            *keyspace.wallet_keys(member_id or _no_member_id(partition)),
+            keyspace.payment_key(payment_id), keyspace.reversal_marker_key(payment_id),
+            *(keyspace.coupon_key(partition, code) for code in coupon_codes),
         ]
         args = [
             NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms,
@@ -202,6 +211,16 @@ class PaymentService:
             self.settings.terminal_invalid_codes_per_min, self.settings.merchant_invalid_codes_per_min,
         ]
         reply = await self.store.run("pay", keys, args)
+        if reply[0] == "resume":
+            # An earlier attempt of this request claimed it under its own payment id and did not
+            # finish (a failure between the steps): complete that payment, never start another.
+            payment_id = reply[1]
+            if keyspace.partition_of_payment(payment_id) != partition:
+                raise RuntimeError(f"claimed payment {payment_id} is outside partition {partition}")
+            keys[PAY_PAYMENT_KEY:PAY_PAYMENT_KEY + 2] = [keyspace.payment_key(payment_id),
+                                                         keyspace.reversal_marker_key(payment_id)]
+            args[PAY_PAYMENT_ID_ARG] = payment_id
+            reply = await self.store.run("pay", keys, args)
         record = self._record(reply)
         view = payments.payment_view(record)
         outcome = view["status"] if view["decline"] is None else view["decline"]["code"]
@@ -440,15 +459,18 @@ class PaymentService:
         for _ in range(REVERSAL_RETRIES_MAX):
             payment_id = await self.store.redis.hget(order_key, "payment_id") or ""
             keys = self._claim_keys(caller, idempotency_key) + [order_key] + self._batch_keys(caller, body.store_id, body.terminal_id)
+            record: dict[str, str] = {}
             if payment_id:
                 partition = keyspace.partition_of_payment(payment_id)
                 record = await self.store.redis.hgetall(keyspace.payment_key(payment_id))
-                keys += [*_wallet_keys(record, partition), keyspace.payment_key(payment_id), *_coupon_keys(record, partition)]
+                keys += [*_wallet_keys(record, partition), keyspace.payment_key(payment_id),
+                         keyspace.reversal_marker_key(payment_id), *_coupon_keys(record, partition)]
                 if _is_outbound(record) and record.get("state") in payments.allowed_from(Event.REVERSAL).split():
                     await self._reverse_at_partner(record)
             args = [
                 NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, self.now_ms(), caller.merchant_id, body.order_ref,
                 payment_id, payments.allowed_from(Event.REVERSAL), body.store_id, body.terminal_id,
+                keyspace.idempotency_key(caller.merchant_id, idempotency_key), "1" if record else "",
             ]
             reply = await self.store.run("reversal", keys, args)
             if reply[0] != "retry":

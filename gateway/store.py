@@ -1,8 +1,9 @@
 """The Redis store: one client, the Lua scripts, and how they are called.
 
-Scripts live as `.lua` files in `gateway/lua/`; each is loaded with
-`lib.lua` prepended, so shared checks are written once and every script is
-still one atomic step. Calls go through EVALSHA (redis-py reloads a script on
+Scripts live as `.lua` files in `gateway/lua/`; each is loaded with the
+libraries `lib.lua` and `lib_pay.lua` (the steps of a sale and a reversal)
+prepended, so shared checks are written once and every script is still one
+atomic step. Calls go through EVALSHA (redis-py reloads a script on
 NOSCRIPT, which is safe: the script did not run).
 
 Client-side retries are off. A retry after a lost reply could run a
@@ -36,11 +37,19 @@ what changes:
 - Keys: every key one script touches must be in one hash slot. redis-py
   refuses a script whose keys span slots before sending it, and a node would
   answer CROSSSLOT. The member-scope scripts (credit, debit, hold,
-  hold_finish, expire, ...) carry one partition tag and run on a cluster; the
-  payment scripts (pay, cancel, refund, reversal, outbound_*) touch the
-  merchant scope and the member scope in one script, so payments cannot run
-  on a cluster until they are split into claim, move and finish (DESIGN.md
-  6a). `Store.redis` is the cluster client: a caller's own multi-key commands
+  hold_finish, expire, ...) carry one partition tag and run on a cluster.
+  A sale (`pay`) and a reversal (`reversal`) touch the merchant scope and the
+  member scope; on a cluster `run` sends them as their steps (SPLITS: claim
+  and finish in the merchant's slot, move in the member's; DESIGN.md 6a,
+  gateway/lua/lib_pay.lua), three calls instead of one, with the caller's
+  KEYS and ARGV sliced by the declared layout. The caller does not know
+  which it got: on one Redis `pay.lua` and `reversal.lua` call the same
+  steps in one script. Between two steps a failure leaves a claim that the
+  next attempt of the request (same idempotency key) completes.
+  NOT split yet, so still refused on a cluster (CROSSSLOT): cancel, refund,
+  outbound_claim, outbound_finish and outbound_adjust (partner members'
+  payments). A cancel or refund on a cluster fails before it runs anything.
+  `Store.redis` is the cluster client: a caller's own multi-key commands
   must keep to one slot too.
 - Database 0 only, TCP only (no unix sockets); TLS and the ACL user come
   from settings, not from a URL.
@@ -54,8 +63,10 @@ acknowledged the writes of the connection it is sent on; on a cluster, the
 primary that owns the script's slot), still one round trip. Fewer than N
 acknowledgements raise DurabilityTimeout: the movement IS applied on the
 primary and may or may not survive a failover; a retry with the same entry id
-or idempotency key finds it applied and waits again. Off, nothing changes:
-the script is one EVALSHA. WAIT does not make Redis strongly consistent
+or idempotency key finds it applied and waits again. On a cluster a sale's
+and a reversal's claim step is acknowledged as well (CLAIM_STEPS), before
+their move runs; their finish is not (a lost finish is redone by the retry).
+Off, nothing changes: the script is one EVALSHA. WAIT does not make Redis strongly consistent
 (docs/deployment.md).
 
 Exceptions (beside redis-py's own):
@@ -86,12 +97,17 @@ try:
 except ImportError:  # redis-py before 7 has no maintenance notifications, nor their pool behaviour
     MaintNotificationsConfig = None  # type: ignore[assignment,misc]
 
-LIBRARY = "lib"
+LIBRARIES = ("lib", "lib_pay")
+"""Prepended to every script, in this order: the shared checks, then the payment steps."""
 MONEY_SCRIPTS = frozenset({
     "cancel", "credit", "debit", "earn", "expire", "hold", "hold_finish", "outbound_adjust", "outbound_finish",
-    "pay", "refund", "reversal", "settle",
+    "pay", "pay_move", "refund", "reversal", "reversal_move", "settle",
 })
 """The scripts that append a journal entry (move points); with WAIT on, each is acknowledged by replicas."""
+CLAIM_STEPS = frozenset({"pay_claim", "reversal_claim"})
+"""The steps a move relies on: with WAIT on they are acknowledged too, before the move runs, so a
+failover of the merchant's primary cannot lose the claim of a payment that moved (its retry would
+claim a second payment id and move the points again)."""
 ACKNOWLEDGED_ATTEMPTS_MAX = 3
 """Sends of one acknowledged script: the first, one after NOSCRIPT, one after MOVED (neither ran it)."""
 
@@ -116,7 +132,7 @@ class DurabilityTimeout(RedisError):
 def script_names() -> tuple[str, ...]:
     """Every `.lua` file in `gateway/lua/` except the library is a script."""
     lua = resources.files("gateway") / "lua"
-    return tuple(sorted(p.name[:-4] for p in lua.iterdir() if p.name.endswith(".lua") and p.name != LIBRARY + ".lua"))
+    return tuple(sorted(p.name[:-4] for p in lua.iterdir() if p.name.endswith(".lua") and p.name[:-4] not in LIBRARIES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +204,43 @@ def _connect_cluster(cluster: ClusterAccess, socket_timeout_s: float, max_connec
 
 def script_source(name: str) -> str:
     lua = resources.files("gateway") / "lua"
-    return (lua / f"{LIBRARY}.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    return "\n".join((lua / f"{part}.lua").read_text() for part in (*LIBRARIES, name))
+
+
+MERCHANT, MEMBER = "merchant", "member"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One script of a split operation: the scope of KEYS it gets, and the reply status that
+    hands on to the next step (any other reply is the operation's answer)."""
+
+    script: str
+    scope: str
+    goes_on: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """How a script over two scopes runs on a cluster: the caller's KEYS are the merchant scope
+    (the first `merchant_keys`) followed by the member scope; every step gets the caller's ARGV
+    followed by the previous step's reply less its status. A step over an empty scope is skipped."""
+
+    merchant_keys: int
+    steps: tuple[Step, ...]
+
+    def keys_of(self, scope: str, keys: Sequence[str]) -> list[str]:
+        return list(keys[:self.merchant_keys] if scope == MERCHANT else keys[self.merchant_keys:])
+
+
+SPLITS = {
+    "pay": Split(8, (Step("pay_claim", MERCHANT, "claimed"), Step("pay_move", MEMBER, "moved"),
+                     Step("pay_finish", MERCHANT))),
+    "reversal": Split(6, (Step("reversal_claim", MERCHANT, "claimed"), Step("reversal_move", MEMBER, "moved"),
+                          Step("reversal_finish", MERCHANT))),
+}
+"""The scripts that run as steps on a cluster (DESIGN.md 6a; gateway/lua/lib_pay.lua). On one
+Redis each still runs as its one script, which calls the same steps in one round trip."""
 
 
 class Store:
@@ -206,6 +258,9 @@ class Store:
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
         self.cluster = isinstance(client, RedisCluster)
+        self.split_steps = self.cluster
+        """Whether `run` sends the scripts of SPLITS as their steps: on a cluster it must; on one
+        server only a test sets it, to reach the states between the steps that a cluster can leave."""
         self._scripts = {name: client.register_script(script_source(name)) for name in script_names()}
 
     @classmethod
@@ -224,7 +279,28 @@ class Store:
         return all(await self.redis.script_exists(*shas))
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
-        if self.wait_replicas and name in MONEY_SCRIPTS:
+        """Run the script `name`; on a cluster, a script of SPLITS runs as its steps."""
+        split = SPLITS.get(name) if self.split_steps else None
+        if split is not None:
+            return await self._run_split(split, keys, args)
+        return await self._run_script(name, keys, args)
+
+    async def _run_split(self, split: Split, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
+        """The steps one after the other, each one atomic in its own slot. A failure between two
+        steps leaves a state the next attempt of the same request completes (lib_pay.lua)."""
+        handed: list[Any] = []
+        for step in split.steps:
+            step_keys = split.keys_of(step.scope, keys)
+            if not step_keys:
+                continue
+            reply = await self._run_script(step.script, step_keys, [*args, *handed])
+            if not step.goes_on or not isinstance(reply, list) or reply[0] != step.goes_on:
+                return reply
+            handed = list(reply[1:])
+        raise AssertionError("unreachable: the last step of a split answers")
+
+    async def _run_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
+        if self.wait_replicas and (name in MONEY_SCRIPTS or name in CLAIM_STEPS):
             return await self._run_acknowledged(name, keys, args)
         if self.cluster:
             return await self._scripts[name](keys=list(keys), args=list(args))

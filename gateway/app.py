@@ -695,14 +695,16 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
 # -- composition --------------------------------------------------------------
 
 
-def create_app(settings: Settings, jobs: bool = True) -> web.Application:
+def create_app(settings: Settings, jobs: bool = True, serving: bool = True) -> web.Application:
     """The gateway. `jobs`: whether this process also runs the background jobs (the journal
     consumer, scheduled settlement, points expiry, owed partner reversals and exchanges, pending
-    cash-outs). `gateway serve` runs them in a process of their own, so no serving worker stops
+    cash-outs). `gateway serve` runs them in a process of their own (`serving` False: it answers
+    no request, so it publishes nothing to the operator console), so no serving worker stops
     answering while a job round works through a second's journal entries."""
     app = web.Application(middlewares=[request_context], client_max_size=settings.body_bytes_max)
     app[SETTINGS] = settings
     app[JOBS] = jobs
+    app[SERVING] = serving
     app[METRICS] = Metrics()
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
@@ -713,6 +715,7 @@ def create_app(settings: Settings, jobs: bool = True) -> web.Application:
 
 REDIS_URL = web.AppKey("redis_url", str)
 JOBS = web.AppKey("jobs", bool)
+SERVING = web.AppKey("serving", bool)
 
 
 async def _close_live_feeds(app: web.Application) -> None:
@@ -889,5 +892,8 @@ async def _web_ui(app: web.Application):
     """The web wallet and operator console (gateway/web), and the console feed's publisher."""
     ui = WebUi(app[STORE], app[SETTINGS], app[MEMBERS], app[EVENTS], app[PAYMENTS], app[MERCHANTS], app[LIVE_REDIS])
     app[WEB_UI] = ui
+    if not app[SERVING]:
+        yield
+        return
     async with every(CONSOLE_PUBLISH_INTERVAL_S, ui.publish, "console feed"):
         yield

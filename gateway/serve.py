@@ -107,7 +107,7 @@ async def _jobs(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(create_app(settings, jobs=True), handle_signals=False)
+    runner = web.AppRunner(create_app(settings, jobs=True, serving=False), handle_signals=False)
     await runner.setup()  # the app's start-up: Redis, the services, and the jobs' loops
     try:
         await stop.wait()

@@ -10,16 +10,14 @@ import dataclasses
 import secrets
 
 import pytest
-from aiohttp import ClientSession
-from aiohttp.test_utils import TestServer
 
 from gateway import keyspace
-from gateway.app import STORE, create_app
+from gateway.app import STORE
 from gateway.audit import run_audit
 from gateway.embedded_cluster import EmbeddedCluster
 from gateway.settings import Settings
 from gateway.store import Store
-from tests.e2e.conftest import Gateway, Member
+from tests.e2e.conftest import Gateway, Member, serving
 from tests.e2e.pay_steps import MERCHANT, batch_counts, journal_entries, lost_after, reversal, sale, scripts_run
 
 pytestmark = pytest.mark.cluster
@@ -49,15 +47,9 @@ async def register_merchants(store: Store, settings: Settings) -> None:
 @contextlib.asynccontextmanager
 async def serving_on_cluster(settings: Settings, store: Store):
     """The gateway app served with cluster settings (its own cluster client), merchants registered."""
-    await register_merchants(store, settings)
-    app = create_app(settings)
-    server = TestServer(app)
-    await server.start_server()
-    try:
-        async with ClientSession() as session:
-            yield Gateway(app, server, session)
-    finally:
-        await server.close()
+    await register_merchants(store, settings)  # the registry's WATCH transactions do not run on a cluster
+    async with serving(settings, load_merchants=False) as gateway:
+        yield gateway
 
 
 @pytest.fixture

@@ -117,12 +117,14 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def serving(settings):
-    """A gateway app for `settings` on a loopback port, its registry loaded from the configuration."""
+async def serving(settings, load_merchants: bool = True):
+    """A gateway app for `settings` on a loopback port, its registry loaded from the configuration
+    (unless the caller registered the merchants itself)."""
     app = create_app(settings)
     server = TestServer(app)
     await server.start_server()
-    await app[MERCHANTS].load_config(settings)
+    if load_merchants:
+        await app[MERCHANTS].load_config(settings)
     try:
         async with ClientSession() as session:
             yield Gateway(app, server, session)

@@ -52,7 +52,7 @@ def stop(gateway: subprocess.Popen) -> int:
             gateway.wait()  # reaped here, not by the garbage collector in some later test
 
 
-def test_two_workers_serve_and_stop_on_sigterm(redis_server, tmp_path):
+async def test_two_workers_serve_and_stop_on_sigterm(redis_server, store, tmp_path):
     """Two workers answer /readyz on one port, and SIGTERM ends the gateway with status 0."""
     gateway, port = start_gateway(redis_server.url, tmp_path / "keyring.json", workers=2)
     try:

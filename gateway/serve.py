@@ -7,8 +7,7 @@ SO_REUSEPORT, so the kernel spreads connections over them; nothing in a
 worker's memory is needed for correctness. One more process runs the
 background jobs (journal consumer, settlement, expiry, owed reversals,
 pending cash-outs) and serves nothing: a consumer round in a serving worker
-held up every request behind it (make bench: p99 at half load 56 -> 16 ms
-with the consumer out of the worker). Any of them exiting stops the rest.
+held up the requests behind it. Any of them exiting stops the rest.
 
 SIGTERM or Ctrl-C: the parent forwards SIGTERM to every worker; aiohttp
 stops accepting, lets in-flight requests finish (up to `shutdown_grace_s`),

@@ -694,10 +694,23 @@ class _Proxy:
         # The proxy cuts connections (`down`, `close`) by cancelling their tasks, and the
         # cancellation ends here: asyncio's start_server (3.11) calls `task.exception()` on
         # the handler's task when it finishes, which raises and logs for a cancelled task.
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._serve_connection(reader, writer)
+        task = asyncio.current_task()
+        assert task is not None
+        if self._down or self._closing:
+            self.stats.connections_refused += 1
+            _reset(writer)
+            await _close(writer)
+            return
+        self.stats.connections_accepted += 1
+        self._connections.add(task)
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._serve_connection(reader, writer)
+        finally:
+            self._connections.discard(task)
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One admitted client connection, until it ends (`_serve` counts and tracks it)."""
         raise NotImplementedError
 
 
@@ -714,15 +727,6 @@ class FaultProxy(_Proxy):
         return f"http://127.0.0.1:{self.port}"
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        if self._down or self._closing:
-            self.stats.connections_refused += 1
-            _reset(writer)
-            await _close(writer)
-            return
-        self.stats.connections_accepted += 1
-        self._connections.add(task)
         upstream = _Upstream(self.upstream_host, self.upstream_port, self.connect_timeout_s, self.read_timeout_s)
         try:
             for served in range(REQUESTS_PER_CONNECTION_MAX):
@@ -740,7 +744,6 @@ class FaultProxy(_Proxy):
             # The client went away, stalled, or sent what the proxy cannot frame: drop the connection.
             pass
         finally:
-            self._connections.discard(task)
             # Start closing the client side before any await, so a cancellation
             # arriving during the upstream's close cannot leave it open.
             if not writer.is_closing():
@@ -833,15 +836,6 @@ class RedisFaultProxy(_Proxy):
         return f"redis://127.0.0.1:{self.port}/0"
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        if self._down or self._closing:
-            self.stats.connections_refused += 1
-            _reset(writer)
-            await _close(writer)
-            return
-        self.stats.connections_accepted += 1
-        self._connections.add(task)
         upstream: asyncio.StreamWriter | None = None
         pumps: list[asyncio.Task[bool]] = []
         try:
@@ -868,7 +862,6 @@ class RedisFaultProxy(_Proxy):
             for pump in pumps:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
-            self._connections.discard(task)
             if not writer.is_closing():
                 writer.close()
             if upstream is not None:

@@ -229,7 +229,8 @@ def operation_count(options: Options) -> int:
     return max(1, round(options.rate_per_s * options.seconds))
 
 
-def _pairs(text: str, names: Sequence[str], what: str) -> dict[str, float]:
+def parse_pairs(text: str, names: Sequence[str], what: str) -> dict[str, float]:
+    """`name=number,name=number` with each name one of `names`; `what` names them in errors."""
     values: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, equals, value = (t.strip() for t in part.partition("="))
@@ -261,7 +262,7 @@ def _check_faults(rates: Mapping[str, float]) -> None:
 
 def parse_mix(text: str) -> tuple[tuple[str, float], ...]:
     """`sale=60,refund=8,...`: the weights of the listed kinds; unlisted kinds get none."""
-    weights = _pairs(text, KINDS, "mix")
+    weights = parse_pairs(text, KINDS, "mix")
     _check_mix(weights)
     return tuple((kind, weights[kind]) for kind in KINDS if kind in weights)
 
@@ -273,7 +274,7 @@ def parse_faults(text: str) -> tuple[tuple[str, float], ...]:
         return ()
     if text == "on":
         return FAULTS_ON
-    rates = _pairs(text, FAULT_NAMES, "fault")
+    rates = parse_pairs(text, FAULT_NAMES, "fault")
     _check_faults(rates)
     return tuple((name, rates[name]) for name in FAULT_NAMES if name in rates)
 

@@ -209,15 +209,7 @@ def parse_redis_faults(text: str) -> tuple[tuple[str, float], ...]:
         return ()
     if text == "on":
         return REDIS_FAULTS_ON
-    rates: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, equals, value = (t.strip() for t in part.partition("="))
-        if name not in REDIS_FAULT_NAMES or not equals:
-            raise ValueError(f"Redis faults are NAME=NUMBER with NAME one of {', '.join(REDIS_FAULT_NAMES)}; got {part!r}")
-        try:
-            rates[name] = float(value)
-        except ValueError:
-            raise ValueError(f"Redis fault {name} must be a number, got {value!r}") from None
+    rates = load.parse_pairs(text, REDIS_FAULT_NAMES, "Redis fault")
     _check_redis_faults(rates)
     return tuple((name, rates[name]) for name in REDIS_FAULT_NAMES if name in rates)
 

@@ -57,7 +57,7 @@ class ConsoleFeed:
     sales: telemetry.RollingWindow = field(default_factory=telemetry.RollingWindow)
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_MAX))
     dropped: int = 0
-    _pending: list[tuple[Any, ...]] = field(default_factory=list)
+    _pending: deque[tuple[Any, ...]] = field(default_factory=lambda: deque(maxlen=PENDING_MAX))
     _sequence: int = 0
     _last_published_s: float = 0.0
 
@@ -67,15 +67,14 @@ class ConsoleFeed:
         now_s = self.now_s()
         latency_ms = latency_s * 1000
         self.sales.add(now_s, outcome, latency_ms)
-        if len(self._pending) >= PENDING_MAX:
-            self._pending.pop(0)
-            self.dropped += 1
+        if len(self._pending) == PENDING_MAX:
+            self.dropped += 1  # the append below pushes out the oldest (a list's pop(0) moved them all)
         self._pending.append((now_s, merchant_id, store_id, terminal_id, amount, currency, outcome, latency_ms,
                               answer_body))
 
     def take(self) -> list[dict[str, Any]]:
         """The console items of what was recorded since the last take."""
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, deque(maxlen=PENDING_MAX)
         items = [self._item(*entry) for entry in pending]
         self.recent.extend(items)
         return items

@@ -7,7 +7,7 @@ import re
 
 from gateway.payments import DECLINES
 from gateway.web import pages
-from gateway.web.feed import HEARTBEAT_S, RECENT_MAX, WORKER_STALE_S, ConsoleFeed, ConsoleView
+from gateway.web.feed import HEARTBEAT_S, PENDING_MAX, RECENT_MAX, WORKER_STALE_S, ConsoleFeed, ConsoleView
 
 
 class Clock:
@@ -57,6 +57,16 @@ def test_a_process_repeats_only_its_last_sales():
     message = feed.message({})
     assert (RECENT_MAX + 5, RECENT_MAX, "pay_5") == (len(message["items"]), len(message["recent"]),
                                                      message["recent"][0]["payment_id"])
+
+
+def test_sales_beyond_what_waits_for_publishing_push_out_the_oldest_and_are_counted():
+    """A publisher that fell behind keeps the newest PENDING_MAX sales and counts the ones it dropped."""
+    feed = ConsoleFeed(worker="w1", now_s=Clock())
+    for i in range(PENDING_MAX + 3):
+        feed.record("gs25", "s", "t1", 100 + i, "KRW", "approved", 0.001, b"{}")
+    items = feed.take()
+    assert (3, PENDING_MAX, 103, 100 + PENDING_MAX + 2) == (feed.dropped, len(items), items[0]["amount"], items[-1]["amount"])
+    assert [] == feed.take()
 
 
 def test_the_console_merges_processes_shows_each_sale_once_and_drops_stopped_ones():

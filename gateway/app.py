@@ -115,11 +115,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     response.headers["X-Request-Id"] = request_id
     elapsed_s = time.perf_counter() - started
     request.app[METRICS].observe(route, request.method, response.status, request[OUTCOME], elapsed_s)
-    log.info(json.dumps({
+    log.info(msgspec.json.encode({
         "request_id": request_id, "method": request.method, "route": route, "status": response.status,
         "outcome": request[OUTCOME], "merchant_id": request.get(MERCHANT_ID, ""),
         "duration_ms": round(elapsed_s * 1000, 2),
-    }))
+    }).decode())
     return response
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # Authorisations take about a millisecond on loopback; the buckets reach to the
 # terminal's timeout so a stall shows in the top bucket instead of vanishing.
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+LABEL_SETS_KEPT_MAX = 10_000
 
 
 class Metrics:
@@ -30,9 +34,19 @@ class Metrics:
         self.journal_pending = Gauge("pointgate_journal_consumer_pending",
                                      "journal entries read by a consumer and not yet acknowledged", registry=self.registry)
 
+        self._children: dict[tuple[str, str, int, str], tuple[Any, Any]] = {}
+
     def observe(self, route: str, method: str, status: int, outcome: str, elapsed_s: float) -> None:
-        self.requests.labels(route, method, str(status), outcome or "none").inc()
-        self.request_latency.labels(route).observe(elapsed_s)
+        children = self._children.get((route, method, status, outcome))
+        if children is None:
+            # labels() takes a lock and builds its key on every call; a request's own pair is kept
+            # (routes, statuses and outcome codes are the gateway's own; methods a client's, so bounded).
+            children = (self.requests.labels(route, method, str(status), outcome or "none"),
+                        self.request_latency.labels(route))
+            if len(self._children) < LABEL_SETS_KEPT_MAX:
+                self._children[(route, method, status, outcome)] = children
+        children[0].inc()
+        children[1].observe(elapsed_s)
 
     def authorisation(self, elapsed_s: float, outcome: str) -> None:
         self.authorisation_latency.observe(elapsed_s)

@@ -53,6 +53,7 @@ log = logging.getLogger("pointgate.views")
 GROUP = "views"
 READ_COUNT = 200  # entries per partition per read
 CLAIM_IDLE_MS = 30_000  # an entry pending this long belongs to a consumer that died
+PIPELINE_PARTITIONS_MAX = 50  # partitions whose reads share one pipeline (JournalConsumer._pipelined)
 _MERCHANT_KINDS = {"payment": "sale", "partner_payment": "sale", "cancel": "cancel", "refund": "refund",
                    "reversal": "reversal"}
 
@@ -244,28 +245,20 @@ class JournalConsumer:
     async def lag(self) -> int:
         """Journal entries not yet applied, over all partitions (read plus unread)."""
         partitions = sorted(await self._partitions())
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for partition in partitions:
-                pipe.xlen(keyspace.journal_key(partition))
-                pipe.hget(keyspace.view_stats_key(partition), "applied")
-            replies = await pipe.execute()
+        replies = await self._pipelined(partitions, lambda pipe, partition: (
+            pipe.xlen(keyspace.journal_key(partition)), pipe.hget(keyspace.view_stats_key(partition), "applied")))
         return sum(int(length) - int(applied or 0) for length, applied in zip(replies[::2], replies[1::2]))
 
     async def pending(self) -> int:
         """Entries read by some consumer and not yet acknowledged, over all partitions."""
-        partitions = await self._partitions()
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for partition in partitions:
-                pipe.xpending(keyspace.journal_key(partition), GROUP)
-            replies = await pipe.execute()
+        replies = await self._pipelined(await self._partitions(),
+                                        lambda pipe, partition: pipe.xpending(keyspace.journal_key(partition), GROUP))
         return sum(int(r["pending"]) for r in replies)
 
     async def _partitions(self) -> list[int]:
         """The partitions that have a journal (and a views group on it)."""
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for partition in range(codes.PARTITIONS):
-                pipe.exists(keyspace.journal_key(partition))
-            exists = await pipe.execute()
+        exists = await self._pipelined(range(codes.PARTITIONS),
+                                       lambda pipe, partition: pipe.exists(keyspace.journal_key(partition)))
         present = [p for p, e in enumerate(exists) if e]
         for partition in present:
             if partition not in self._grouped:
@@ -279,17 +272,28 @@ class JournalConsumer:
 
     async def _read(self, partitions: Iterable[int], claim_idle_ms: int) -> list[tuple[int, list[Any]]]:
         partitions = list(partitions)
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for partition in partitions:
-                pipe.xautoclaim(keyspace.journal_key(partition), GROUP, self.name, claim_idle_ms, "0-0", count=READ_COUNT)
-                pipe.xreadgroup(GROUP, self.name, {keyspace.journal_key(partition): ">"}, count=READ_COUNT)
-            replies = await pipe.execute()
+        replies = await self._pipelined(partitions, lambda pipe, partition: (
+            pipe.xautoclaim(keyspace.journal_key(partition), GROUP, self.name, claim_idle_ms, "0-0", count=READ_COUNT),
+            pipe.xreadgroup(GROUP, self.name, {keyspace.journal_key(partition): ">"}, count=READ_COUNT)))
         found = []
         for partition, claimed, fresh in zip(partitions, replies[::2], replies[1::2]):
             entries = list(claimed[1]) + [e for _stream, batch in (fresh or []) for e in batch]
             if entries:
                 found.append((partition, entries))
         return found
+
+    async def _pipelined(self, partitions: Iterable[int], add: Callable[[Any, int], Any]) -> list[Any]:
+        """The replies of `add`'s commands for every partition, PIPELINE_PARTITIONS_MAX partitions a
+        pipeline: Redis runs a pipeline's commands back to back, so a round over a thousand
+        partitions in one would hold every sale waiting behind it."""
+        partitions = list(partitions)
+        replies: list[Any] = []
+        for start in range(0, len(partitions), PIPELINE_PARTITIONS_MAX):
+            async with self.store.redis.pipeline(transaction=False) as pipe:
+                for partition in partitions[start:start + PIPELINE_PARTITIONS_MAX]:
+                    add(pipe, partition)
+                replies += await pipe.execute()
+        return replies
 
 
 # -- reading the views -------------------------------------------------------------

@@ -20,7 +20,6 @@ messages of every process into one picture (`gateway.telemetry`).
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
@@ -28,6 +27,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
+
+import msgspec
 
 from gateway import keyspace, telemetry
 
@@ -83,8 +84,8 @@ class ConsoleFeed:
               outcome: str, latency_ms: float, answer_body: bytes) -> dict[str, Any]:
         self._sequence += 1
         try:
-            answer = json.loads(answer_body)
-        except ValueError:
+            answer = msgspec.json.decode(answer_body)
+        except msgspec.DecodeError:
             answer = {}
         # Only what an operator needs to see a sale go by: never the code, the member or the balance.
         return {
@@ -108,7 +109,7 @@ class ConsoleFeed:
     async def publish(self, redis: Any, partners: Mapping[str, Mapping[str, Any]]) -> None:
         message = self.message(partners)
         if message is not None:
-            await redis.publish(keyspace.CONSOLE_CHANNEL, json.dumps(message, separators=(",", ":")))
+            await redis.publish(keyspace.CONSOLE_CHANNEL, msgspec.json.encode(message))
 
 
 def partner_health(clients: Mapping[str, Any], configured: Iterable[str]) -> dict[str, dict[str, Any]]:

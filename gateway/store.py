@@ -292,6 +292,13 @@ class Store:
             return await self._run_split(split, keys, args)
         return await self._run_script(name, keys, args)
 
+    async def command(self, *command: Any) -> Any:
+        """One plain command of the request path (a sale's device lookup), on the scripts' shared
+        connection where there is one, else on the client; the reply as the client would give it."""
+        if self._multiplexer is not None:
+            return await self._multiplexer.call(*command)
+        return await self.redis.execute_command(*command)
+
     async def _run_split(self, split: Split, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
         """The steps one after the other, each one atomic in its own slot. A failure between two
         steps leaves a state the next attempt of the same request completes (lib_pay.lua)."""

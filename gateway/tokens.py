@@ -241,7 +241,7 @@ class TokenService:
         cached = self._devices.get(slot)
         if cached is not None:
             return cached
-        key_id, sealed, member_id = await self.store.redis.hmget(keyspace.device_key(slot), "key_id", "secret", "member_id")
+        key_id, sealed, member_id = await self.store.command("HMGET", keyspace.device_key(slot), "key_id", "secret", "member_id")
         if sealed is None:
             return None
         secret = self.keyring.decrypt(key_id, sealed, _aad(slot))

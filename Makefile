@@ -30,6 +30,13 @@ serve: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/simulators soak
 
+# About two and a half minutes: the load on the embedded 3+3 Redis Cluster through
+# `gateway serve --workers 2`, steady rounds and a primary SIGKILLed mid-run, with the WAIT option
+# on and off (simulators/cluster_failover.py); var/cluster/report.json and a table.
+.PHONY: failover
+failover: $(STAMP)
+	$(BIN)/simulators cluster-failover
+
 # Schemathesis against /openapi.json with far more generated requests per operation than
 # `make test` runs (several minutes at the default); SCHEMATHESIS_EXAMPLES=1000 for more.
 SCHEMATHESIS_EXAMPLES ?= 200
@@ -50,9 +57,10 @@ fuzz: $(STAMP)
 	    -artifact_prefix=var/fuzz/crashes/$$harness- var/fuzz/$$harness || exit 1; \
 	done
 
-# About ten minutes: authorisations/s, latency and scaling as ratios to a baseline aiohttp app
-# measured in the same run (bench/run.py); var/bench/report.json and a table. Needs wrk, a
-# Debian package (apt-get install -y wrk). BENCH_ARGS=--update-readme puts the table in README.md.
+# About ten minutes: authorisations/s, latency and scaling (members, workers, a 3-primary Redis
+# Cluster against one Redis) as ratios to a baseline aiohttp app measured in the same run
+# (bench/run.py); var/bench/report.json and a table. Needs wrk, a Debian package (apt-get
+# install -y wrk). BENCH_ARGS=--update-readme puts the table in README.md.
 .PHONY: bench
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || { echo "make bench needs wrk: apt-get update && apt-get install -y wrk" >&2; exit 2; }

@@ -89,6 +89,17 @@ def render_table(report: Mapping[str, Any]) -> str:
              f"{_rate(r.get('auth_rps_2_workers'))}/s; wrk and Redis share the 2 cores"),
             ("baseline 2 workers / 1 worker", f"{r.get('baseline_workers2_over_1', 0):.2f}", ""),
         ]
+    if r.get("cluster3_over_1") is not None:
+        workers = r.get("options", {}).get("workers", 1)
+        rows += [
+            (f"gateway on a 3-primary cluster / on 1 Redis ({workers} worker{'s' if workers != 1 else ''})",
+             f"{r['cluster3_over_1']:.2f}", f"{_rate(r.get('auth_rps_cluster3'))}/s against "
+             f"{_rate(r.get('auth_rps_1_redis_cluster_phase'))}/s; three round trips a sale, all 6 nodes on these cores"),
+            ("CPU per authorisation, 1 Redis / cluster: gateway worker, Redis (us)",
+             f"{_rate(r.get('gateway_cpu_us_per_auth_1_redis_cluster_phase'))} / {_rate(r.get('gateway_cpu_us_per_auth_cluster3'))}, "
+             f"{_rate(r.get('redis_cpu_us_per_auth_1_redis_cluster_phase'))} / {_rate(r.get('redis_cpu_us_per_auth_cluster3'))}",
+             "the cluster's Redis CPU summed over its 6 nodes"),
+        ]
     rows.append(("checks", "passed" if r.get("passed") else "FAILED",
                  f"{r.get('approved_total', 0):,} approvals, each counted by wrk and found in the gateway"))
     lines = ["| measure | value | note |", "|---|---:|---|"]

@@ -15,6 +15,8 @@ Phases, in order:
     max        wrk, closed loop: gateway, baseline, gateway, ... (median of each side, ratio)
     latency    open loop at 50% and 80% of the measured maximum: gateway, then baseline
     workers    gateway with 2 workers against 1, alternating (and the baseline's 2 against 1)
+    cluster    the same gateway on the embedded 3-primary Redis Cluster against the one Redis,
+               alternating, same worker count; the cluster's own members, tills and audit
     audit      `gateway audit` over everything so far: must be clean
     1M         999,000 more members seeded; each payment from a member never seen before, and
                again from the 1,000 members; open loop at the 1,000-member 50% rate; audit again
@@ -54,6 +56,7 @@ from bench.seed import credit_members, enrol_members, seed_members
 from bench.servers import Server, baseline_server, cpu_s, gateway_server
 from gateway import keyspace
 from gateway.audit import run_audit
+from gateway.embedded_cluster import EmbeddedCluster
 from gateway.embedded_redis import EmbeddedRedis, free_port
 from gateway.keyring import Keyring
 from gateway.ledger import Ledger
@@ -96,6 +99,8 @@ class Options:
     big_members: int = 1_000_000
     """0: skip the 1M phase."""
     workers_phase: bool = True
+    cluster_phase: bool = True
+    """The gateway on the embedded 3-primary cluster against one Redis (wrk rounds only)."""
     connections: int = 32
     wrk_threads: int = 1
     latency_percents: tuple[int, ...] = (50, 80)
@@ -129,6 +134,20 @@ class RoundResult:
         return dataclasses.asdict(self)
 
 
+@dataclass
+class Backend:
+    """The Redis a gateway round runs on, as the benchmark pays, counts and charges it: the one
+    server of setup, or the cluster of the cluster phase (each with its own tills and devices)."""
+
+    name: str
+    client: Any
+    """The benchmark's own client; a cluster's splits every pipeline by node."""
+    tills: list[Till]
+    book: CodeBook
+    redis_pids: tuple[int, ...]
+    """The redis-server processes whose CPU a round is charged (all six nodes of the cluster)."""
+
+
 class Bench:
     def __init__(self, options: Options, root: Path) -> None:
         self.o = options
@@ -141,6 +160,8 @@ class Bench:
         self.facts: dict[str, Any] = {}
         self.servers: list[Server] = []
         self.redis: EmbeddedRedis | None = None
+        self.cluster: EmbeddedCluster | None = None
+        self.cluster_store: Store | None = None
         self.client: Any = None
         self.rate_guess: dict[str, float] = {}
         """The last measured rate of each server, to size its next round."""
@@ -181,15 +202,16 @@ class Bench:
         self.facts["enrol_s"] = round(time.perf_counter() - started, 2)
         self.facts["small_population_bytes"] = await self.used_memory() - used_before
         self.book = CodeBook(devices)
-        self.devices = devices
+        self.single = Backend("1 Redis", self.client, self.tills, self.book,
+                              (int((await self.client.info("server"))["process_id"]),))
         print(f"bench: {self.o.members:,} members with {len(devices):,} devices enrolled and credited in "
               f"{self.facts['enrol_s']:.1f} s", flush=True)
 
     async def used_memory(self) -> int:
         return int((await self.client.info("memory"))["used_memory"])
 
-    async def redis_cpu_s(self) -> float:
-        return cpu_s(int((await self.client.info("server"))["process_id"]))
+    def redis_cpu_s(self, backend: Backend | None = None) -> float:
+        return sum(cpu_s(pid) for pid in (backend or self.single).redis_pids)
 
     async def rewrite_aof(self, force: bool = False) -> None:
         """Between rounds, rewrite the AOF where Redis would have (it doubled since the last
@@ -214,6 +236,12 @@ class Bench:
     async def close(self) -> None:
         for server in list(self.servers):
             self.stop(server)
+        if self.cluster_store is not None:
+            await self.cluster_store.close()
+            self.cluster_store = None
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
         if self.client is not None:
             await self.client.aclose()
             self.client = None
@@ -273,28 +301,30 @@ class Bench:
             i = j
         return plan
 
-    def sales(self, plan: Sequence[tuple[Device, int, int]], port: int, tag: str) -> list[Sale]:
-        return sale_requests(plan, self.tills, self.prefix, f"127.0.0.1:{port}", time.time(), tag,
+    def sales(self, plan: Sequence[tuple[Device, int, int]], port: int, tag: str,
+              tills: Sequence[Till] | None = None) -> list[Sale]:
+        return sale_requests(plan, tills or self.tills, self.prefix, f"127.0.0.1:{port}", time.time(), tag,
                              secrets.token_hex, secrets.randbelow)
 
     # -- counting ----------------------------------------------------------------
 
-    async def journal_length(self) -> int:
-        async with self.client.pipeline(transaction=False) as pipe:
+    async def journal_length(self, client: Any = None) -> int:
+        async with (client or self.client).pipeline(transaction=False) as pipe:
             for partition in range(keyspace.PARTITIONS):
                 pipe.xlen(keyspace.journal_key(partition))
             return sum(await pipe.execute())
 
-    async def approved_in_gateway(self, sales: Sequence[Sale]) -> int:
+    async def approved_in_gateway(self, sales: Sequence[Sale], client: Any = None) -> int:
         """How many of these sales the gateway holds as approved payments, found by order reference."""
+        client = client or self.client
         approved = 0
         for start in range(0, len(sales), BATCH_READ):
             chunk = sales[start:start + BATCH_READ]
-            async with self.client.pipeline(transaction=False) as pipe:
+            async with client.pipeline(transaction=False) as pipe:
                 for sale in chunk:
                     pipe.hget(keyspace.order_key(sale.merchant_id, sale.order_ref), "payment_id")
                 payment_ids = [p for p in await pipe.execute() if p]
-            async with self.client.pipeline(transaction=False) as pipe:
+            async with client.pipeline(transaction=False) as pipe:
                 for payment_id in payment_ids:
                     pipe.hget(keyspace.payment_key(payment_id), "state")
                 approved += sum(state == "approved" for state in await pipe.execute())
@@ -340,12 +370,14 @@ class Bench:
                 return json.loads(line[len("PGBENCH "):])
         raise BenchError(f"bench.openloop failed: {err.decode().strip()}")
 
-    async def measured(self, server: Server, kind: str, target: str, run, sales: Sequence[Sale] | None) -> RoundResult:
+    async def measured(self, server: Server, kind: str, target: str, run, sales: Sequence[Sale] | None,
+                       backend: Backend | None = None) -> RoundResult:
         """Run one round, with CPU accounting and (for the gateway) the exact count check."""
-        journal_before = await self.journal_length() if sales is not None else 0
-        cpu_before, redis_before = server.cpu_s(), await self.redis_cpu_s()
+        backend = backend or self.single
+        journal_before = await self.journal_length(backend.client) if sales is not None else 0
+        cpu_before, redis_before = server.cpu_s(), self.redis_cpu_s(backend)
         load = await run()
-        cpu_used, redis_used = server.cpu_s() - cpu_before, await self.redis_cpu_s() - redis_before
+        cpu_used, redis_used = server.cpu_s() - cpu_before, self.redis_cpu_s(backend) - redis_before
         answered = load["answered_2xx"] + load["answered_other"]
         rate = load["answered_2xx"] / load["span_s"] if kind == "wrk" and load.get("span_s") else load.get("rate_per_s", 0)
         result = RoundResult(kind, target, round(rate, 1), load,
@@ -356,8 +388,8 @@ class Bench:
         if load.get("unanswered"):
             result.problems.append(f"{load['unanswered']} requests got no answer")
         if sales is not None:
-            result.approved_in_gateway = await self.approved_in_gateway(sales)
-            result.journal_entries = await self.journal_length() - journal_before
+            result.approved_in_gateway = await self.approved_in_gateway(sales, backend.client)
+            result.journal_entries = await self.journal_length(backend.client) - journal_before
             if not result.approved_in_gateway == result.journal_entries == load["answered_2xx"] == load["approved"]:
                 result.problems.append(
                     f"counts differ: the load generator saw {load['answered_2xx']} answered 2xx, {load['approved']} of "
@@ -376,31 +408,35 @@ class Bench:
         return result
 
     async def gateway_wrk(self, server: Server, target: str, book: CodeBook | None = None, fresh: bool = False,
-                          count: int | None = None, run_s: float | None = None) -> tuple[RoundResult, list[bytes]]:
-        book = book or self.book
+                          count: int | None = None, run_s: float | None = None,
+                          backend: Backend | None = None) -> tuple[RoundResult, list[bytes]]:
+        backend = backend or self.single
+        book = book or backend.book
         run_s = self.o.round_s if run_s is None else run_s
         rate_guess = self.rate_guess.get(server.name, RATE_GUESS_PER_S)
         count = count or math.ceil(rate_guess * run_s * CODES_AHEAD) + 2 * self.o.connections
         if run_s + WRK_TAIL_S > STEP_S - 2:
             raise BenchError(f"a wrk round of {run_s:g} s outlives its codes (they are good for one step, {STEP_S} s)")
         plan = await self.codes_for_window(book, count, fresh)
-        sales = self.sales(plan, server.port, self.tag("w"))
+        sales = self.sales(plan, server.port, self.tag("w"), backend.tills)
         records = [s.raw for s in sales]
         prefix = self.write_records(self.tag("w"), records, self.o.wrk_threads)
-        result = await self.measured(server, "wrk", target, lambda: self.run_wrk(server, prefix, run_s, False), sales)
+        result = await self.measured(server, "wrk", target, lambda: self.run_wrk(server, prefix, run_s, False), sales,
+                                     backend)
         if result.load.get("exhausted"):
             print(f"bench: {target} ran out of its {len(records):,} requests before {run_s:g} s; more next round",
                   flush=True)
         self.rate_guess[server.name] = max(result.rate_per_s, 1.0)  # a round that ran out still measured its rate
         return result, records
 
-    async def warm_up(self, server: Server, target: str) -> None:
+    async def warm_up(self, server: Server, target: str, backend: Backend | None = None) -> None:
         """Every device pays once (the book hands codes out round robin), in rounds short enough
         that every code is still inside the gateway's window when it is sent."""
-        left = len(self.devices)
+        backend = backend or self.single
+        left = len(backend.book)
         while left > 0:
             count = min(left, math.ceil(self.rate_guess.get(server.name, RATE_GUESS_PER_S) * self.o.round_s * CODES_AHEAD))
-            await self.gateway_wrk(server, target, count=count)
+            await self.gateway_wrk(server, target, count=count, backend=backend)
             left -= count
 
     async def baseline_wrk(self, server: Server, target: str, records: Sequence[bytes]) -> RoundResult:
@@ -516,6 +552,9 @@ class Bench:
         if o.workers_phase and o.use_wrk:
             await self.workers_phase(gateway, baseline, out)
 
+        if o.cluster_phase and o.use_wrk:
+            await self.cluster_phase(gateway, out)
+
         approved = await self.journal_length() - journal_start
         await asyncio.sleep(2.0)  # the journal consumers' views catch up: part of what a payment costs
         out["redis_bytes_per_payment"] = round((await self.used_memory() - memory_start) / max(approved, 1))
@@ -561,6 +600,73 @@ class Bench:
         out["workers2_over_1"] = rep.ratio(out["auth_rps_2_workers"], out["auth_rps_1_worker_workers_phase"])
         out["baseline_rps_2_workers"] = round(rep.median(b_two), 1)
         out["baseline_workers2_over_1"] = rep.ratio(out["baseline_rps_2_workers"], out["baseline_rps"])
+
+    async def cluster_backend(self) -> tuple[Backend, Any]:
+        """The embedded cluster (3 primaries, 3 replicas) with what setup made on the one Redis:
+        merchants, tills with their own keys, members with their devices and points; and its settings."""
+        from simulators.cluster_failover import add_terminal_on_cluster, register_on_cluster
+
+        self.cluster = EmbeddedCluster(self.run_dir / "cluster").start()
+        settings = load_settings(env={}, redis_cluster_nodes=list(self.cluster.startup_nodes),
+                                 keyring_path=self.settings.keyring_path)
+        store = self.cluster_store = Store.from_settings(settings, "", max_connections=64)
+        await store.redis.initialize()  # before anything concurrent (see simulators/cluster_failover.py)
+        await store.load_scripts()
+        await register_on_cluster(store, settings)  # stand-in: the registry's transactions do not run on a cluster
+        registry = MerchantRegistry(store, self.keyring)
+        tills = []
+        for merchant_id, store_id in MERCHANT_STORES:
+            key = await registry.issue_key(merchant_id)
+            for n in range(1, TERMINALS_PER_MERCHANT + 1):
+                await add_terminal_on_cluster(store, merchant_id, store_id, f"bench{n}")
+                tills.append(Till(merchant_id, store_id, f"bench{n}", key.key_id, key.secret))
+        started = time.perf_counter()
+        tokens = TokenService(store, Ledger(store), self.keyring, settings)
+        devices = await enrol_members(tokens, self.o.members, self.o.devices_per_member, CREDIT_POINTS)
+        self.facts["cluster_enrol_s"] = round(time.perf_counter() - started, 2)
+        pids = []
+        for node in self.cluster.nodes:
+            with self.cluster.client(node) as client:
+                pids.append(int(client.info("server")["process_id"]))
+        return Backend("cluster", store.redis, tills, CodeBook(devices), tuple(pids)), settings
+
+    async def cluster_phase(self, gateway1: Server, out: dict[str, Any]) -> None:
+        """The gateway with the same workers on the 3-primary cluster against the one Redis,
+        alternating rounds. Every node shares this machine with the gateway and wrk, so this is the
+        cost of a sale's three round trips (claim, move, finish) and of the cluster client, not
+        what more machines would add."""
+        o = self.o
+        backend, settings = await self.cluster_backend()
+        print(f"bench: cluster of {len(self.cluster.nodes)} nodes, {len(backend.book):,} devices enrolled in "
+              f"{self.facts['cluster_enrol_s']:.1f} s", flush=True)
+        gateway3 = await self.start(gateway_server(free_port(), o.workers, "", self.run_dir, f"gateway-{o.workers}w-cluster",
+                                                   cluster_nodes=self.cluster.startup_nodes))
+        if not o.smoke:  # the smoke checks counts, not speed: no need to cache every secret first
+            await self.warm_up(gateway3, "warm-up cluster (every device once)", backend)
+        one, three = [], []
+        for _ in range(o.rounds):
+            g1, _ = await self.gateway_wrk(gateway1, f"gateway {o.workers}w, 1 Redis")
+            g3, _ = await self.gateway_wrk(gateway3, f"gateway {o.workers}w, cluster", backend=backend)
+            one += [g1]
+            three += [g3]
+            await self.rewrite_aof()
+        self.stop(gateway3)
+        result = await run_audit(self.cluster_store)
+        if not result.clean:
+            self.problems += [f"cluster audit: {p}" for p in result.problems[:20]]
+        print(f"bench: cluster audit of {result.members:,} members and {result.entries:,} journal entries: "
+              f"{'clean' if result.clean else 'NOT CLEAN'}", flush=True)
+        await self.cluster_store.close()
+        self.cluster_store = None
+        self.cluster.stop()
+        self.cluster = None
+        out["auth_rps_1_redis_cluster_phase"] = round(rep.median([r.rate_per_s for r in one]), 1)
+        out["auth_rps_cluster3"] = round(rep.median([r.rate_per_s for r in three]), 1)
+        out["cluster3_over_1"] = rep.ratio(out["auth_rps_cluster3"], out["auth_rps_1_redis_cluster_phase"])
+        for name, rounds in (("1_redis_cluster_phase", one), ("cluster3", three)):
+            out[f"gateway_cpu_us_per_auth_{name}"] = round(rep.median([r.cpu_us_per_request for r in rounds]), 1)
+            out[f"redis_cpu_us_per_auth_{name}"] = round(rep.median([r.redis_cpu_us_per_request for r in rounds]), 1)
+        out["cluster_audit_clean"] = result.clean
 
     async def audit(self, out: dict[str, Any], name: str) -> None:
         started = time.perf_counter()
@@ -719,6 +825,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency-s", type=float, help="seconds of one open-loop round (default 15)")
     parser.add_argument("--big-members", type=int, help="members of the scaling phase; 0 skips it (default 1,000,000)")
     parser.add_argument("--no-workers-phase", action="store_true", help="skip 2 workers against 1")
+    parser.add_argument("--no-cluster-phase", action="store_true", help="skip the 3-primary cluster against one Redis")
     parser.add_argument("--no-wrk", action="store_true", help="load with bench.openloop only (what --smoke does without wrk)")
     parser.add_argument("--update-readme", action="store_true", help="put the table between the README's bench markers")
     parser.add_argument("--out-dir", default="var/bench")
@@ -735,6 +842,8 @@ def options_from_args(args: argparse.Namespace) -> Options:
     values["update_readme"] = args.update_readme
     if args.no_workers_phase:
         values["workers_phase"] = False
+    if args.no_cluster_phase:
+        values["cluster_phase"] = False
     if args.no_wrk or (args.smoke and not shutil.which("wrk")):
         values["use_wrk"] = False
     return Options(**values)

@@ -109,11 +109,16 @@ class Server:
         self.process = None
 
 
-def gateway_server(port: int, workers: int, redis_url: str, run_dir: Path, name: str) -> Server:
-    """`gateway serve` on `port` over the benchmark's Redis, keyring and directories."""
+def gateway_server(port: int, workers: int, redis_url: str, run_dir: Path, name: str,
+                   cluster_nodes: Sequence[str] = ()) -> Server:
+    """`gateway serve` on `port` over the benchmark's Redis (or, with `cluster_nodes`, its cluster),
+    keyring and directories."""
     env = dict(os.environ, REDIS_URL=redis_url, POINTGATE_PORT=str(port), POINTGATE_HOST="127.0.0.1",
                POINTGATE_WORKERS=str(workers), POINTGATE_KEYRING_PATH=str(run_dir / "keyring.json"),
                POINTGATE_DATA_DIR=str(run_dir / "redis"), POINTGATE_SETTLEMENTS_DIR=str(run_dir / "settlements"))
+    if cluster_nodes:
+        del env["REDIS_URL"]
+        env["POINTGATE_REDIS_CLUSTER_NODES"] = ",".join(cluster_nodes)
     return Server(name, [sys.executable, "-m", "gateway.cli", "serve"], port, env, run_dir / f"{name}.log", "/readyz")
 
 

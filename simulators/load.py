@@ -26,6 +26,9 @@ observed; any violation fails the run:
 
 The checks assume the run is the only traffic of its merchants and members
 while it lasts (a shared gateway's other sales would move the payables).
+The report also counts the terminals' HTTP attempts and the errors among them
+(`attempts`): what the SDK's retries kept from the outcomes, a Redis
+failover's 503s for one (simulators/cluster_failover.py).
 
 Shape: the plan (`plan_operations`), the checks (`check_*`, pure functions over
 `Observations`, so a test can hand them a broken observation) and the report's
@@ -64,7 +67,7 @@ import traceback
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncContextManager, AsyncIterator, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, AsyncContextManager, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Protocol, Sequence
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -73,15 +76,16 @@ from pos_sdk import (
     AsyncPosClient, Declined, ForwardQueued, NotFound, Payment, PosConfig, PosError, RequestError, Reversed,
     ReversalQueued,
 )
+from pos_sdk import core as sdk_core
 from pos_sdk.journal import Journal, OutboxEntry
 from pos_sdk.signing import signature_headers
 from simulators.fault_proxy import Fault, FaultProxy, Rates
 from simulators.phone import CodesExhausted, Phone, PhoneError
 
 __all__ = [
-    "Admin", "AuditSnapshot", "CheckResult", "CliAdmin", "FollowUpObservation", "GatewayPayment",
+    "Admin", "AttemptLog", "AuditSnapshot", "CheckResult", "CliAdmin", "FollowUpObservation", "GatewayPayment",
     "LoadError", "LoadMember", "MemberBooks", "Observations", "Options", "PlannedOp", "RegistryAdmin", "Report",
-    "SaleObservation", "TerminalState", "check_approvals_recorded_once", "check_audit_clean",
+    "Credit", "SaleObservation", "TerminalState", "check_approvals_recorded_once", "check_audit_clean",
     "check_codes_approved_once", "check_points_conserved", "check_sales_resolved", "expected_state",
     "latency_summary", "main", "net_points", "parse_faults", "parse_mix", "plan_operations",
     "read_books", "render_report", "run_checks", "run_from_args", "run_load", "terminal_layout",
@@ -718,6 +722,41 @@ def outcome_label(outcome: str, detail: str) -> str:
 
 
 @dataclass
+class AttemptLog:
+    """What the terminals' HTTP attempts met, retries included. A terminal's outcome hides the
+    retries it took to get there (a Redis failover's 503s, say); this keeps them."""
+
+    total: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    """Answers other than 2xx as `STATUS code`, transport failures as `transport KIND`."""
+    retryable: int = 0
+    """Of the errors, those the SDK sends again with the same idempotency key (pos_sdk.core.is_retryable)."""
+    first_retryable_at: float | None = None
+    last_retryable_at: float | None = None
+    """Event-loop times of the first and the last retryable error."""
+
+    def note(self, reply: sdk_core.HttpResponse | sdk_core.TransportFailure, at: float) -> None:
+        self.total += 1
+        if isinstance(reply, sdk_core.HttpResponse) and 200 <= reply.status < 300:
+            return
+        error = sdk_core.error_from(reply)
+        label = f"{reply.status} {error.code}" if isinstance(reply, sdk_core.HttpResponse) else f"transport {reply.kind}"
+        self.errors[label] += 1
+        if sdk_core.is_retryable(error):
+            self.retryable += 1
+            self.first_retryable_at = at if self.first_retryable_at is None else self.first_retryable_at
+            self.last_retryable_at = at
+
+    def to_json(self, t0: float) -> dict[str, Any]:
+        """Times in seconds from the run's first intended send."""
+        def since(at: float | None) -> float | None:
+            return None if at is None else round(at - t0, 3)
+
+        return {"total": self.total, "retryable": self.retryable, "errors": dict(sorted(self.errors.items())),
+                "first_retryable_s": since(self.first_retryable_at), "last_retryable_s": since(self.last_retryable_at)}
+
+
+@dataclass
 class Report:
     options: dict[str, Any]
     plan: tuple[PlannedOp, ...]
@@ -740,6 +779,10 @@ class Report:
     observations: Observations | None = field(default=None, repr=False)
     members: list["LoadMember"] = field(default_factory=list, repr=False)
     """The enrolled members (their phones hold the tokens), for reading the books again."""
+    attempts: AttemptLog = field(default_factory=AttemptLog)
+    """Every HTTP attempt of the terminals, retries and the end phase included."""
+    t0: float = 0.0
+    """Event-loop time of the first intended send."""
 
     @property
     def passed(self) -> bool:
@@ -760,6 +803,7 @@ class Report:
             "latency_ms": self.latency_ms,
             "schedule_lag_ms_max": self.schedule_lag_ms_max,
             "faults": self.faults,
+            "attempts": self.attempts.to_json(self.t0),
             "checks": [{"name": c.name, "passed": c.passed, "violation_count": len(c.violations),
                         "violations": list(c.violations[:VIOLATIONS_LISTED_MAX])} for c in self.checks],
             "warnings": self.warnings,
@@ -791,6 +835,9 @@ def render_report(report: Report) -> str:
     for name, s in report.latency_ms.items():
         lines.append(f"  {name:<14}{int(s['count']):>7}{s['p50']:>9.1f}{s['p90']:>9.1f}{s['p99']:>9.1f}"
                      f"{s['p99_9']:>9.1f}{s['max']:>9.1f}")
+    errors = ", ".join(f"{label} {n}" for label, n in sorted(report.attempts.errors.items(), key=lambda kv: -kv[1]))
+    lines.append(f"attempts        {report.attempts.total} HTTP requests by the terminals, {report.attempts.retryable} "
+                 f"retryable errors{f'; not 2xx: {errors}' if errors else ''}")
     injected = report.faults.get("injected", {})
     if injected:
         lines.append("faults          " + ", ".join(f"{k} {v}" for k, v in sorted(injected.items())) +
@@ -1006,15 +1053,25 @@ async def credit_member(session: aiohttp.ClientSession, base_url: str, key: tupl
     raise LoadError(f"crediting {member_id} with {points} points failed: {problem}")
 
 
-async def _new_member(session: aiohttp.ClientSession, base_url: str, index: int, points: int,
-                      affiliate_key: tuple[str, str], tag: str) -> LoadMember:
+Credit = Callable[[str, int, str], Awaitable[int]]
+"""How a member gets its points: (member id, points, the affiliate's reference) -> points credited."""
+
+
+def earnings_credit(session: aiohttp.ClientSession, base_url: str, affiliate_key: tuple[str, str]) -> Credit:
+    """Credit over the earnings API, signed as the affiliate (the way members get points)."""
+    async def credit(member_id: str, points: int, affiliate_ref: str) -> int:
+        return int((await credit_member(session, base_url, affiliate_key, member_id, points, affiliate_ref))["points"])
+
+    return credit
+
+
+async def _new_member(base_url: str, index: int, points: int, credit: Credit, tag: str) -> LoadMember:
     try:
         # Not retried: a retried enrolment could open a second wallet.
         phone = await Phone.enrol(base_url, timeout_s=HTTP_TIMEOUT_S)
     except PhoneError as e:
         raise LoadError(f"enrolling member {index} failed: {e}") from None
-    earning = await credit_member(session, base_url, affiliate_key, phone.member_id, points, f"LD{tag}-{index:05d}")
-    return LoadMember(index, phone, int(earning["points"]))
+    return LoadMember(index, phone, await credit(phone.member_id, points, f"LD{tag}-{index:05d}"))
 
 
 async def read_books(obs: Observations, members: Sequence[LoadMember], admin: Admin) -> Observations:
@@ -1045,6 +1102,19 @@ def _unit_totals(snapshot: AuditSnapshot, unit: str) -> dict[str, int]:
 
 # ---------------------------------------------------------------------------
 # The shell: terminals, the open-loop scheduler, the end phase.
+
+
+class _LoggedPosClient(AsyncPosClient):
+    """The SDK's asyncio client, noting every HTTP attempt's reply in an AttemptLog."""
+
+    def __init__(self, config: PosConfig, attempts: AttemptLog) -> None:
+        super().__init__(config)
+        self._attempts = attempts
+
+    async def _perform(self, request: sdk_core.HttpRequest) -> sdk_core.HttpResponse | sdk_core.TransportFailure:
+        reply = await super()._perform(request)
+        self._attempts.note(reply, asyncio.get_running_loop().time())
+        return reply
 
 
 @dataclass
@@ -1431,7 +1501,8 @@ def _merchants_doc(config_dir: str | None) -> dict[str, Any]:
 
 
 async def run_load(options: Options, admin: Admin | None = None, *,
-                   around_drive: Callable[[], AsyncContextManager[Any]] | None = None) -> Report:
+                   around_drive: Callable[[], AsyncContextManager[Any]] | None = None,
+                   credit: Credit | None = None) -> Report:
     """Set up, run the plan open loop, finish, read the books and check them.
 
     With `options.base_url` None an embedded gateway is started and `admin` is
@@ -1440,6 +1511,8 @@ async def run_load(options: Options, admin: Admin | None = None, *,
     `around_drive` is entered just before the first operation is sent and left
     once the last has finished, before the faults are turned off and the end
     phase begins (simulators/soak.py crashes the gateway and Redis inside it).
+    `credit` gives each member its points (default: the earnings API, as the
+    affiliate; simulators/cluster_failover.py passes its own).
     """
     plan = plan_operations(options)
     tag = secrets.token_hex(3)
@@ -1478,10 +1551,11 @@ async def run_load(options: Options, admin: Admin | None = None, *,
             await admin.add_terminal(merchant_id, store_id, terminal_id)
 
         gate = asyncio.Semaphore(SETUP_CONCURRENCY)
+        credit = credit or earnings_credit(session, base_url, keys[AFFILIATE_ID])
 
         async def new_member(index: int, points: int) -> LoadMember:
             async with gate:
-                return await _new_member(session, base_url, index, points, keys[AFFILIATE_ID], tag)
+                return await _new_member(base_url, index, points, credit, tag)
 
         members = list(await asyncio.gather(*(new_member(i, p) for i, p in enumerate(plan_credits(options)))))
 
@@ -1497,6 +1571,7 @@ async def run_load(options: Options, admin: Admin | None = None, *,
             terminal_url = proxy.url
 
         terminals = []
+        attempts = AttemptLog()
         for index, (merchant_id, store_id, terminal_id) in enumerate(layout):
             key_id, secret = keys[merchant_id]
             config = PosConfig(
@@ -1506,7 +1581,7 @@ async def run_load(options: Options, admin: Admin | None = None, *,
                 retry_delay_s_max=options.retry_delay_s_max,
                 unknown_outcome_deadline_s=options.deadline_s,
                 journal_path=str(run_dir / "journals" / f"{index:03d}-{merchant_id}-{store_id}-{terminal_id}.sqlite3"))
-            terminals.append(LoadTerminal(index, merchant_id, store_id, terminal_id, AsyncPosClient(config)))
+            terminals.append(LoadTerminal(index, merchant_id, store_id, terminal_id, _LoggedPosClient(config, attempts)))
             stack.push_async_callback(terminals[-1].client.close)
         checkers = {}
         for merchant_id in options.merchants:
@@ -1544,7 +1619,7 @@ async def run_load(options: Options, admin: Admin | None = None, *,
             latency_ms={"all": latency_summary(all_latencies),
                         **{k: latency_summary(run.latencies_s[k]) for k in KINDS if run.latencies_s.get(k)}},
             schedule_lag_ms_max=round(run.lag_s_max * 1000, 2), faults=faults, checks=checks,
-            warnings=warnings, observations=obs, members=members)
+            warnings=warnings, observations=obs, members=members, attempts=attempts, t0=run.t0)
     if options.report_path:
         path = Path(options.report_path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -357,36 +357,42 @@ async def read_books(redis_url: str, obs: load.Observations) -> Books:
     from gateway.store import connect
 
     client = connect(redis_url, socket_timeout_s=HTTP_TIMEOUT_S)
-    books = Books()
     try:
-        payment_ids = {s.payment_id for s in obs.sales if s.payment_id} | {f.payment_id for f in obs.follow_ups}
-        orders = [(s.merchant_id, s.order_ref) for s in obs.sales]
-        for batch in _batches(orders, PIPELINE_BATCH):
-            async with client.pipeline(transaction=False) as pipe:
-                for merchant_id, order_ref in batch:
-                    pipe.hget(keyspace.order_key(merchant_id, order_ref), "payment_id")
-                payment_ids |= {pid for pid in await pipe.execute() if pid}
-        ordered = sorted(payment_ids)
-        for batch in _batches(ordered, PIPELINE_BATCH):
-            async with client.pipeline(transaction=False) as pipe:
-                for payment_id in batch:
-                    pipe.hgetall(keyspace.payment_key(payment_id))
-                for payment_id, record in zip(batch, await pipe.execute()):
-                    if record:
-                        books.payments[payment_id] = StoredPayment(
-                            payment_id, record.get("merchant_id", ""), record.get("order_ref", ""),
-                            record.get("state", ""), bool(record.get("approval_code")), int(record.get("points") or 0),
-                            int(record.get("refunded_amount") or 0))
-        order_set = set(orders)
-        for partition in sorted({keyspace.partition_of_payment(p) for p in payment_ids}):
-            async for fields in _journal(client, partition):
-                meta = json.loads(fields.get("meta") or "{}")
-                payment_id = str(meta.get("payment_id") or "")
-                order = (str(meta.get("merchant_id") or ""), str(meta.get("order_ref") or ""))
-                if payment_id in payment_ids or order in order_set:
-                    books.entries.append(JournalRecord(fields["entry"], fields["kind"], payment_id, *order))
+        return await read_books_with(client, obs)
     finally:
         await client.aclose()
+
+
+async def read_books_with(client: Any, obs: load.Observations) -> Books:
+    """`read_books` on an open client: one server's, or a cluster's (which splits each pipeline
+    by node, so the books are read from every primary)."""
+    books = Books()
+    payment_ids = {s.payment_id for s in obs.sales if s.payment_id} | {f.payment_id for f in obs.follow_ups}
+    orders = [(s.merchant_id, s.order_ref) for s in obs.sales]
+    for batch in _batches(orders, PIPELINE_BATCH):
+        async with client.pipeline(transaction=False) as pipe:
+            for merchant_id, order_ref in batch:
+                pipe.hget(keyspace.order_key(merchant_id, order_ref), "payment_id")
+            payment_ids |= {pid for pid in await pipe.execute() if pid}
+    ordered = sorted(payment_ids)
+    for batch in _batches(ordered, PIPELINE_BATCH):
+        async with client.pipeline(transaction=False) as pipe:
+            for payment_id in batch:
+                pipe.hgetall(keyspace.payment_key(payment_id))
+            for payment_id, record in zip(batch, await pipe.execute()):
+                if record:
+                    books.payments[payment_id] = StoredPayment(
+                        payment_id, record.get("merchant_id", ""), record.get("order_ref", ""),
+                        record.get("state", ""), bool(record.get("approval_code")), int(record.get("points") or 0),
+                        int(record.get("refunded_amount") or 0))
+    order_set = set(orders)
+    for partition in sorted({keyspace.partition_of_payment(p) for p in payment_ids}):
+        async for fields in _journal(client, partition):
+            meta = json.loads(fields.get("meta") or "{}")
+            payment_id = str(meta.get("payment_id") or "")
+            order = (str(meta.get("merchant_id") or ""), str(meta.get("order_ref") or ""))
+            if payment_id in payment_ids or order in order_set:
+                books.entries.append(JournalRecord(fields["entry"], fields["kind"], payment_id, *order))
     return books
 
 
@@ -775,10 +781,15 @@ class _DirectAdmin:
 
 async def gateway_audit(redis_url: str, keyring_path: Path, config_dir: str | None) -> tuple[bool, str]:
     """`gateway audit` as an operator runs it: (exit status 0, its last line)."""
+    return await gateway_audit_with({**os.environ, "REDIS_URL": redis_url, "POINTGATE_KEYRING_PATH": str(keyring_path)},
+                                    config_dir)
+
+
+async def gateway_audit_with(env: Mapping[str, str], config_dir: str | None) -> tuple[bool, str]:
+    """`gateway audit` with the environment `env` names Redis in (a cluster's nodes, say)."""
     config = ["--config-dir", config_dir] if config_dir else []
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", *config, "audit",
-        env={**os.environ, "REDIS_URL": redis_url, "POINTGATE_KEYRING_PATH": str(keyring_path)},
+        sys.executable, "-m", "gateway.cli", *config, "audit", env=dict(env),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await asyncio.wait_for(process.communicate(), AUDIT_TIMEOUT_S)
@@ -1013,37 +1024,50 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--redis-faults", default="on",
                         help="gateway-Redis link, NAME=RATE,... of " + ", ".join(REDIS_FAULT_NAMES) + "; 'on' for "
                         + ",".join(f"{k}={v:g}" for k, v in REDIS_FAULTS_ON) + " (default on)")
-    parser.add_argument("--deadline-s", type=float, default=d.deadline_s,
-                        help=f"terminals' unknown-outcome deadline (default {d.deadline_s:g})")
-    parser.add_argument("--seed", type=int, default=d.seed, help=f"schedules and faults (default {d.seed})")
-    parser.add_argument("--var-dir", default=d.var_dir, help="Redis data, gateway log, journals (default %(default)s)")
-    parser.add_argument("--report", default=d.report_path, help="JSON report path (default %(default)s)")
+    add_run_arguments(parser, d, "schedules and faults", "Redis data, gateway log, journals")
+    return parser
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, defaults: Any, seeds: str, var_dir: str) -> None:
+    """The options every supervised run takes: the terminals' deadline, the seed, where its data and
+    report go, the configuration, progress (`defaults` has the matching fields)."""
+    parser.add_argument("--deadline-s", type=float, default=defaults.deadline_s,
+                        help=f"terminals' unknown-outcome deadline (default {defaults.deadline_s:g})")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help=f"{seeds} (default {defaults.seed})")
+    parser.add_argument("--var-dir", default=defaults.var_dir, help=f"{var_dir} (default %(default)s)")
+    parser.add_argument("--report", default=defaults.report_path, help="JSON report path (default %(default)s)")
     parser.add_argument("--config-dir", help="where merchants.toml is (default: config/)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    return parser
+
+
+def run_main(prog: str, options: Callable[[], Any], run: Callable[[Any], Awaitable[Mapping[str, Any]]],
+             render_report: Callable[[Mapping[str, Any]], str], errors: tuple[type[Exception], ...]) -> int:
+    """Build the options, run, print the table: 0 when the report passed, 1 when not, 2 when the
+    options were wrong or the run could not start (one of `errors`)."""
+    try:
+        built = options()
+    except ValueError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(run(built))
+    except errors as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    print(render_report(report))
+    return 0 if report["passed"] else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`simulators soak ...`: 0 when every figure is clean, 1 when one is not, 2 when the soak could not run."""
     args = build_parser().parse_args(argv)
-    try:
-        options = SoakOptions(
-            rounds=args.rounds, round_s=args.round_s, rate_per_s=args.rate, terminals=args.terminals,
-            members=args.members, workers=args.workers, redis_kills=args.redis_kills, worker_kills=args.worker_kills,
-            server_kills=args.server_kills, redis_cuts=args.redis_cuts,
-            terminal_faults=load.parse_faults(args.terminal_faults), redis_faults=parse_redis_faults(args.redis_faults),
-            deadline_s=args.deadline_s, seed=args.seed, var_dir=args.var_dir, report_path=args.report,
-            config_dir=args.config_dir, progress=not args.quiet)
-    except ValueError as e:
-        print(f"simulators soak: {e}", file=sys.stderr)
-        return 2
-    try:
-        report = asyncio.run(run_soak(options))
-    except (SoakError, load.LoadError) as e:
-        print(f"simulators soak: {e}", file=sys.stderr)
-        return 2
-    print(render(report))
-    return 0 if report["passed"] else 1
+    return run_main("simulators soak", lambda: SoakOptions(
+        rounds=args.rounds, round_s=args.round_s, rate_per_s=args.rate, terminals=args.terminals,
+        members=args.members, workers=args.workers, redis_kills=args.redis_kills, worker_kills=args.worker_kills,
+        server_kills=args.server_kills, redis_cuts=args.redis_cuts,
+        terminal_faults=load.parse_faults(args.terminal_faults), redis_faults=parse_redis_faults(args.redis_faults),
+        deadline_s=args.deadline_s, seed=args.seed, var_dir=args.var_dir, report_path=args.report,
+        config_dir=args.config_dir, progress=not args.quiet), run_soak, render, (SoakError, load.LoadError))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`make bench` in seconds: it runs, every request is a real authorisation, the counts match.
+"""`make bench` in seconds: it runs, every request is a real authorisation, the counts match
+(on the one Redis and, where wrk is installed, on the embedded 3-primary cluster).
 
 No speed is asserted. The wrk rounds run where wrk is installed (a Debian
 package, not a pip one); elsewhere the same rounds run with the open-loop
@@ -34,6 +35,10 @@ async def test_smoke_every_answer_counted_is_one_approval_at_the_gateway(tmp_pat
     assert all(r["approved_in_gateway"] == r["load"]["answered_2xx"] == r["journal_entries"] > 0 for r in gateway_rounds)
     assert out["audit_clean"] is True and out["audit_members"] == options.big_members
     assert out["auth_rps_seeded_members"] > 0
+    if wrk:  # the cluster phase is wrk rounds only
+        cluster_rounds = [r for r in gateway_rounds if r["target"].endswith(", cluster")]
+        assert (1, True) == (len(cluster_rounds), out["cluster_audit_clean"])
+        assert out["cluster3_over_1"] > 0
     write_outputs(out, options, tmp_path)
     written = json.loads((tmp_path / "bench" / "report.json").read_text())
     assert all(key in written for key in REPORT_KEYS)

@@ -288,3 +288,21 @@ def test_faults_on_and_off():
     """`on` is the preset, `off` and empty mean no proxy, rates keep the proxy's order."""
     assert (load.FAULTS_ON, (), (("drop_response", 0.1), ("delay_s", 0.3))) == (
         parse_faults("on"), parse_faults("off"), parse_faults("delay_s=0.3,drop_response=0.1"))
+
+
+def test_attempt_log_counts_what_the_sdk_retries_and_when():
+    """A 503 and a transport failure are retryable errors, timed; a 404 is an error the SDK does not
+    retry; a 2xx counts as an attempt only."""
+    from pos_sdk.core import HttpResponse, TransportFailure
+
+    def problem(status: int, code: str) -> HttpResponse:
+        return HttpResponse(status, {}, json.dumps({"code": code, "detail": code}).encode())
+
+    attempts = load.AttemptLog()
+    attempts.note(HttpResponse(201, {}, b"{}"), 1.0)
+    attempts.note(problem(503, "storage_unavailable"), 2.0)
+    attempts.note(problem(404, "payment_not_found"), 3.0)
+    attempts.note(TransportFailure("connect", "refused"), 4.5)
+    assert (4, 2, {"503 storage_unavailable": 1, "404 payment_not_found": 1, "transport connect": 1}) == (
+        attempts.total, attempts.retryable, dict(attempts.errors))
+    assert (1.0, 3.5) == (attempts.to_json(1.0)["first_retryable_s"], attempts.to_json(1.0)["last_retryable_s"])

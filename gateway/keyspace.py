@@ -136,14 +136,15 @@ def signing_keys_key(merchant_id: str) -> str:
 
 
 def nonce_key(merchant_id: str, nonce: str) -> str:
-    """String with an expiry: a request nonce seen inside the signature window (a sale's or reversal's
+    """String with an expiry: a request nonce seen inside the signature window (a payment verb's
     holds its idempotency key's name: the attempt that burned it may continue its own claim)."""
     return f"{PREFIX}:{merchant_tag(merchant_id)}:nonce:{nonce}"
 
 
 def idempotency_key(merchant_id: str, key: str) -> str:
     """Hash: `request_hash`, `state`, `response` (exact bytes), `created_ms`; expires after the retention.
-    Between a sale's or reversal's steps: `state` claimed, `payment_id`, `decline`."""
+    Between a payment verb's steps: `state` claimed, and a sale's `payment_id` and `decline`, a refund's
+    `refund_id`, a partner member's sale's `payment_id` and `lease_ms`."""
     return f"{PREFIX}:{merchant_tag(merchant_id)}:idem:{key}"
 
 
@@ -185,6 +186,14 @@ def reversal_marker_key(payment_id: str) -> str:
     scope: `reversal` (the reversal's idempotency key), `outcome` (`recorded`: the sale had only
     its claim and can never move; `reversed`), `amount` (for the terminal batch), `created_ms`."""
     return f"{PREFIX}:{partition_tag(partition_of_payment(payment_id))}:payrev:{payment_id}"
+
+
+def adjustments_key(payment_id: str) -> str:
+    """Hash, expires with the idempotency keys: what each cancel and refund of a payment did, in the
+    payment's own scope: field = the request's name (its idempotency key's), value = JSON
+    `[request hash, response, amount for the batch]`. A retry or a duplicate of the request that reaches
+    the move again gets this answer instead of moving the points twice."""
+    return f"{PREFIX}:{partition_tag(partition_of_payment(payment_id))}:payadj:{payment_id}"
 
 
 def refunds_key(payment_id: str) -> str:

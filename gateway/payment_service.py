@@ -3,9 +3,10 @@
 Each operation prepares everything in Python (code format, OTP match,
 limits, ids) and then asks the store to run one Lua script that checks and
 writes atomically (`gateway/lua/pay.lua` and friends); on a cluster the store
-runs a sale or a reversal as its claim, move and finish steps, which this
-module does not see. A sale whose request an earlier attempt claimed under
-another payment id answers 'resume' and is sent again with that id. Responses are rendered from
+runs each payment verb as its claim, move and finish steps, which this
+module does not see. A sale (ours or a partner member's) whose request an
+earlier attempt claimed under another payment id answers 'resume' and is sent
+again with that id. Responses are rendered from
 what the script stored, so a retry with the same idempotency key gets the
 same bytes. Errors are raised as `Problem`; declines are payments.
 """
@@ -40,6 +41,10 @@ PAY_PAYMENT_KEY = 17
 """Index in pay.lua's KEYS of the payment's key, followed by its reversal marker's (KEYS[18], KEYS[19])."""
 PAY_PAYMENT_ID_ARG = 8
 """Index in pay.lua's ARGV of the payment id (ARGV[9])."""
+OUTBOUND_PAYMENT_KEY = 4
+"""Index in outbound_claim.lua's KEYS of the payment's key, followed by its reversal marker's (KEYS[5], KEYS[6])."""
+OUTBOUND_PAYMENT_ID_ARG = 4
+"""Index in outbound_claim.lua's ARGV of the payment id (ARGV[5])."""
 
 _SCRIPT_PROBLEMS = {
     "unknown_key", "nonce_replayed", "idempotency_mismatch", "idempotency_in_progress",
@@ -210,21 +215,27 @@ class PaymentService:
             " ".join(coupon_codes),
             self.settings.terminal_invalid_codes_per_min, self.settings.merchant_invalid_codes_per_min,
         ]
-        reply = await self.store.run("pay", keys, args)
-        if reply[0] == "resume":
-            # An earlier attempt of this request claimed it under its own payment id and did not
-            # finish (a failure between the steps): complete that payment, never start another.
-            payment_id = reply[1]
-            if keyspace.partition_of_payment(payment_id) != partition:
-                raise RuntimeError(f"claimed payment {payment_id} is outside partition {partition}")
-            keys[PAY_PAYMENT_KEY:PAY_PAYMENT_KEY + 2] = [keyspace.payment_key(payment_id),
-                                                         keyspace.reversal_marker_key(payment_id)]
-            args[PAY_PAYMENT_ID_ARG] = payment_id
-            reply = await self.store.run("pay", keys, args)
+        reply = await self._run_resumed("pay", keys, args, PAY_PAYMENT_KEY, PAY_PAYMENT_ID_ARG, partition)
         record = self._record(reply)
         view = payments.payment_view(record)
         outcome = view["status"] if view["decline"] is None else view["decline"]["code"]
         return Answer(201, payments.dumps(view), reply[0] == "replay", outcome)
+
+    async def _run_resumed(self, script: str, keys: list[str], args: list[Any], payment_key_at: int, payment_id_at: int,
+                           partition: int) -> list[Any]:
+        """Run a sale's script; when it answers 'resume', an earlier attempt of this request claimed it
+        under its own payment id and did not finish (a failure between the steps): send it again with
+        that id, whose payment key and reversal marker sit at `payment_key_at`, to complete that
+        payment, never to start another."""
+        reply = await self.store.run(script, keys, args)
+        if reply[0] != "resume":
+            return reply
+        payment_id = reply[1]
+        if keyspace.partition_of_payment(payment_id) != partition:
+            raise RuntimeError(f"claimed payment {payment_id} is outside partition {partition}")
+        keys[payment_key_at:payment_key_at + 2] = [keyspace.payment_key(payment_id), keyspace.reversal_marker_key(payment_id)]
+        args[payment_id_at] = payment_id
+        return await self.store.run(script, keys, args)
 
     # -- outbound: a partner network's member at our merchant ---------------------
 
@@ -238,21 +249,31 @@ class PaymentService:
             raise Problem("amount_above_maximum", f"the maximum for one payment is {self.settings.amount_max_krw:,} {sale.currency}")
         now_ms = self.now_ms()
         slot = int(sale.code[5:14])
-        payment_id = keyspace.new_payment_id(codes.partition_of_slot(slot), self._token_hex(8))
-        reply = await self.store.run("outbound_claim", self._claim_keys(caller, idempotency_key) + [
-            keyspace.order_key(caller.merchant_id, sale.order_ref), keyspace.payment_key(payment_id),
-        ], [NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms, payment_id, caller.merchant_id, sale.store_id,
-            sale.terminal_id, sale.order_ref, sale.amount, sale.currency,
-            payments.business_day(now_ms, caller.time_zone, caller.business_day_cutoff),
-            f"partner:{client.partner.id}", self.home.points_unit, slot, _lease_ms(client)])
+        partition = codes.partition_of_slot(slot)
+        payment_id = keyspace.new_payment_id(partition, self._token_hex(8))
+        keys = self._claim_keys(caller, idempotency_key) + [
+            keyspace.order_key(caller.merchant_id, sale.order_ref),
+            # The member scope from here (outbound_claim.lua's header; on a cluster its own step).
+            keyspace.payment_key(payment_id), keyspace.reversal_marker_key(payment_id),
+        ]
+        args = [NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms, payment_id, caller.merchant_id, sale.store_id,
+                sale.terminal_id, sale.order_ref, sale.amount, sale.currency,
+                payments.business_day(now_ms, caller.time_zone, caller.business_day_cutoff),
+                f"partner:{client.partner.id}", self.home.points_unit, slot, _lease_ms(client)]
+        reply = await self._run_resumed("outbound_claim", keys, args, OUTBOUND_PAYMENT_KEY, OUTBOUND_PAYMENT_ID_ARG, partition)
         if reply[0] == "replay":
             return self._answer(reply)
-        if reply[0] not in ("claimed", "claimed_reversed", "pending"):
+        if reply[0] not in ("claimed", "claimed_reversed", "pending", "decided"):
             self._record(reply)
         payment_id = reply[1]
         finish = self._outbound_finisher(caller, sale, idempotency_key, payment_id)
         if reply[0] == "claimed_reversed":
             return await finish("declined", "reversed")
+        if reply[0] == "decided":
+            # An earlier attempt recorded the partner's answer and was lost before it finished: finish
+            # with what it recorded, never asking the partner again (a failed lookup would reverse an
+            # approval our books keep). The payment is no longer pending, so this decision is not used.
+            return await finish("declined", "partner_unavailable")
         fresh = reply[0] == "claimed"
         if fresh and not client.breaker.allows(client.now()):
             return await finish("declined", "partner_unavailable")  # never sent: nothing to undo
@@ -375,12 +396,14 @@ class PaymentService:
         partition = keyspace.partition_of_payment(payment_id)
         now_ms = self.now_ms()
         keys = self._claim_keys(caller, idempotency_key) + self._batch_keys(caller, body.store_id, body.terminal_id) + [
-            *_wallet_keys(record, partition), keyspace.payment_key(payment_id), *_coupon_keys(record, partition),
+            # The member scope from here (cancel.lua's header; on a cluster its own step).
+            *_wallet_keys(record, partition), keyspace.payment_key(payment_id), keyspace.adjustments_key(payment_id),
+            *_coupon_keys(record, partition),
         ]
         args = [
             NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms, caller.merchant_id, payment_id,
             payments.business_day(now_ms, caller.time_zone, caller.business_day_cutoff),
-            payments.allowed_from(Event.CANCEL),
+            payments.allowed_from(Event.CANCEL), keyspace.idempotency_key(caller.merchant_id, idempotency_key),
         ]
         reply = await self._run_for_member(record, "cancel", keys, args)
         return Answer(200, payments.dumps(payments.payment_view(self._record(reply))), reply[0] == "replay", State.CANCELLED)
@@ -393,12 +416,14 @@ class PaymentService:
         partition = keyspace.partition_of_payment(payment_id)
         refund_id = "rf_" + self._token_hex(8)
         keys = self._claim_keys(caller, idempotency_key) + self._batch_keys(caller, body.store_id, body.terminal_id) + [
+            # The member scope from here (refund.lua's header; on a cluster its own step).
             *_wallet_keys(record, partition), keyspace.payment_key(payment_id), keyspace.refunds_key(payment_id),
-            *_coupon_keys(record, partition),
+            keyspace.adjustments_key(payment_id), *_coupon_keys(record, partition),
         ]
         args = [
             NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, self.now_ms(), caller.merchant_id, payment_id,
             refund_id, body.amount, payments.allowed_from(Event.REFUND, Event.REFUND_ALL), body.reason,
+            keyspace.idempotency_key(caller.merchant_id, idempotency_key),
         ]
         reply = await self._run_for_member(record, "refund", keys, args)
         result = self._record(reply)
@@ -409,10 +434,44 @@ class PaymentService:
     async def _outbound_adjust(self, caller: Caller, record: dict[str, str], kind: str, amount: int, reason: str,
                                store_id: str, terminal_id: str, idempotency_key: str, request_hash: str) -> Answer:
         """Cancel or refund a partner member's payment: the partner gives its member the
-        points back first (idempotent, keyed by our request), then our books follow."""
+        points back first (idempotent, keyed by our request), then our books follow. A retry of
+        a request whose books already followed (its answer lost, or stored) goes to our books
+        alone, which answer what it did: the payment's state then no longer allows it."""
+        allowed = payments.allowed_from(Event.CANCEL) if kind == "cancel" else payments.allowed_from(Event.REFUND, Event.REFUND_ALL)
+        payment_id = record["payment_id"]
+        request_name = keyspace.idempotency_key(caller.merchant_id, idempotency_key)
+        partner_points = 0
+        if not await self._adjusted_before(payment_id, request_name, request_hash):
+            partner_points = await self._adjust_at_partner(record, kind, amount, allowed, idempotency_key)
+        partition = keyspace.partition_of_payment(payment_id)
+        now_ms = self.now_ms()
+        keys = self._claim_keys(caller, idempotency_key) + self._batch_keys(caller, store_id, terminal_id) + [
+            # The member scope (the payment's partition) from here; on a cluster its own step.
+            keyspace.payment_key(payment_id), keyspace.journal_key(partition), keyspace.entry_index_key(partition),
+            keyspace.refunds_key(payment_id), keyspace.adjustments_key(payment_id)]
+        reply = await self.store.run("outbound_adjust", keys, [
+            NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms, caller.merchant_id, payment_id, kind, amount, allowed,
+            payments.business_day(now_ms, caller.time_zone, caller.business_day_cutoff), "rf_" + self._token_hex(8),
+            reason, partner_points, request_name])
+        result = self._record(reply)
+        if kind == "cancel":
+            return Answer(200, payments.dumps(payments.payment_view(result)), reply[0] == "replay", State.CANCELLED)
+        view = {"refund": payments.refund_view(json.loads(result["refund"])),
+                "payment": payments.payment_view(json.loads(result["payment"]))}
+        return Answer(201, payments.dumps(view), reply[0] == "replay", "refunded")
+
+    async def _adjusted_before(self, payment_id: str, request_name: str, request_hash: str) -> bool:
+        """Whether this cancel or refund already moved the payment on our books: an earlier attempt's
+        move keeps what it did under the request's name (lib_pay.lua, adjustment_steps())."""
+        stored = await self.store.redis.hget(keyspace.adjustments_key(payment_id), request_name)
+        return stored is not None and json.loads(stored)[0] == request_hash
+
+    async def _adjust_at_partner(self, record: dict[str, str], kind: str, amount: int, allowed: str,
+                                 idempotency_key: str) -> int:
+        """The partner gives its member the points back (idempotent, keyed by our request); returns
+        the partner's points returned."""
         partner_id = record["account"].split(":", 1)[1]
         client = self.partners.get(partner_id)
-        allowed = payments.allowed_from(Event.CANCEL) if kind == "cancel" else payments.allowed_from(Event.REFUND, Event.REFUND_ALL)
         if record["state"] not in allowed.split():
             raise Problem("invalid_state", f"the payment is {record['state']}")
         if client is None:
@@ -429,22 +488,7 @@ class PaymentService:
             raise Problem(problem, f"{partner_id} refused: {e.code}") from None
         except PartnerError:
             raise Problem("storage_unavailable", f"{partner_id} did not answer; retry with the same key") from None
-        payment_id = record["payment_id"]
-        partition = keyspace.partition_of_payment(payment_id)
-        now_ms = self.now_ms()
-        keys = self._claim_keys(caller, idempotency_key) + self._batch_keys(caller, store_id, terminal_id) + [
-            keyspace.payment_key(payment_id), keyspace.journal_key(partition), keyspace.entry_index_key(partition),
-            keyspace.refunds_key(payment_id)]
-        reply = await self.store.run("outbound_adjust", keys, [
-            NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms, caller.merchant_id, payment_id, kind, amount, allowed,
-            payments.business_day(now_ms, caller.time_zone, caller.business_day_cutoff), "rf_" + self._token_hex(8),
-            reason, partner_points])
-        result = self._record(reply)
-        if kind == "cancel":
-            return Answer(200, payments.dumps(payments.payment_view(result)), reply[0] == "replay", State.CANCELLED)
-        view = {"refund": payments.refund_view(json.loads(result["refund"])),
-                "payment": payments.payment_view(json.loads(result["payment"]))}
-        return Answer(201, payments.dumps(view), reply[0] == "replay", "refunded")
+        return partner_points
 
     async def _run_for_member(self, record: dict[str, str], script: str, keys: list[str], args: list[Any]) -> list[Any]:
         if not record.get("member_id"):

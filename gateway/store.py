@@ -1,7 +1,7 @@
 """The Redis store: one client, the Lua scripts, and how they are called.
 
 Scripts live as `.lua` files in `gateway/lua/`; each is loaded with the
-libraries `lib.lua` and `lib_pay.lua` (the steps of a sale and a reversal)
+libraries `lib.lua` and `lib_pay.lua` (the steps of every payment verb)
 prepended, so shared checks are written once and every script is still one
 atomic step. Calls go through EVALSHA (redis-py reloads a script on
 NOSCRIPT, which is safe: the script did not run).
@@ -38,17 +38,18 @@ what changes:
   refuses a script whose keys span slots before sending it, and a node would
   answer CROSSSLOT. The member-scope scripts (credit, debit, hold,
   hold_finish, expire, ...) carry one partition tag and run on a cluster.
-  A sale (`pay`) and a reversal (`reversal`) touch the merchant scope and the
-  member scope; on a cluster `run` sends them as their steps (SPLITS: claim
-  and finish in the merchant's slot, move in the member's; DESIGN.md 6a,
-  gateway/lua/lib_pay.lua), three calls instead of one, with the caller's
-  KEYS and ARGV sliced by the declared layout. The caller does not know
-  which it got: on one Redis `pay.lua` and `reversal.lua` call the same
-  steps in one script. Between two steps a failure leaves a claim that the
-  next attempt of the request (same idempotency key) completes.
-  NOT split yet, so still refused on a cluster (CROSSSLOT): cancel, refund,
-  outbound_claim, outbound_finish and outbound_adjust (partner members'
-  payments). A cancel or refund on a cluster fails before it runs anything.
+  Every payment verb touches the merchant scope and the member scope: a sale
+  (`pay`), a reversal (`reversal`), a cancel (`cancel`), a refund (`refund`),
+  and a partner member's sale (`outbound_claim`, then `outbound_finish` once
+  the partner answered) and its cancel or refund (`outbound_adjust`). On a
+  cluster `run` sends each as its steps (SPLITS: claim and finish in the
+  merchant's slot, move in the member's; DESIGN.md 6a, gateway/lua/lib_pay.lua,
+  docs/payment-steps.md), one call per step instead of one, with the
+  caller's KEYS and ARGV sliced by the declared layout. The caller does not
+  know which it got: on one Redis `pay.lua`, `cancel.lua` and the others call
+  the same steps in one script. Between two steps a failure leaves a claim
+  (or a moved payment) that the next attempt of the request (same
+  idempotency key) completes.
   `Store.redis` is the cluster client: a caller's own multi-key commands
   must keep to one slot too.
 - Database 0 only, TCP only (no unix sockets); TLS and the ACL user come
@@ -65,7 +66,10 @@ acknowledgements raise DurabilityTimeout: the movement IS applied on the
 primary and may or may not survive a failover; a retry with the same entry id
 or idempotency key finds it applied and waits again. On a cluster a sale's
 and a reversal's claim step is acknowledged as well (CLAIM_STEPS), before
-their move runs; their finish is not (a lost finish is redone by the retry).
+their move runs, and so are both steps of a partner member's sale before the
+partner is asked (and its one script on one Redis); finishes are not (a lost
+finish is redone by the retry), nor are the claims of cancels and refunds (their
+move records itself in the member scope under the request's name).
 Off, nothing changes: the script is one EVALSHA. WAIT does not make Redis strongly consistent
 (docs/deployment.md).
 
@@ -102,14 +106,20 @@ except ImportError:  # redis-py before 7 has no maintenance notifications, nor t
 LIBRARIES = ("lib", "lib_pay")
 """Prepended to every script, in this order: the shared checks, then the payment steps."""
 MONEY_SCRIPTS = frozenset({
-    "cancel", "credit", "debit", "earn", "expire", "hold", "hold_finish", "outbound_adjust", "outbound_finish",
-    "pay", "pay_move", "refund", "reversal", "reversal_move", "settle",
+    "cancel", "cancel_move", "credit", "debit", "earn", "expire", "hold", "hold_finish",
+    "outbound_adjust", "outbound_adjust_move", "outbound_finish", "outbound_finish_payment",
+    "pay", "pay_move", "refund", "refund_move", "reversal", "reversal_move", "settle",
 })
 """The scripts that append a journal entry (move points); with WAIT on, each is acknowledged by replicas."""
-CLAIM_STEPS = frozenset({"pay_claim", "reversal_claim"})
+CLAIM_STEPS = frozenset({"pay_claim", "reversal_claim", "outbound_claim", "outbound_claim_request",
+                         "outbound_claim_payment"})
 """The steps a move relies on: with WAIT on they are acknowledged too, before the move runs, so a
 failover of the merchant's primary cannot lose the claim of a payment that moved (its retry would
-claim a second payment id and move the points again)."""
+claim a second payment id and move the points again). A partner member's sale is asked of the
+partner under the payment id its claim holds, and found again by its pending record: losing either
+after the partner debited its member would have the retry ask again under a new id. The claims of
+cancels and refunds are not among them: their moves record themselves under the request's name in
+the payment's scope, so a retry that lost the claim gets the recorded answer, not a second movement."""
 SOCKET_TIMEOUT_DEFAULT_S = 5.0
 """The reply timeout of the scripts' shared connection when the client was made without one."""
 ACKNOWLEDGED_ATTEMPTS_MAX = 3
@@ -237,11 +247,22 @@ class Split:
         return list(keys[:self.merchant_keys] if scope == MERCHANT else keys[self.merchant_keys:])
 
 
+def _claim_move_finish(operation: str, merchant_keys: int) -> Split:
+    """The split of most payment verbs: `<operation>_claim`, `_move` and `_finish`."""
+    return Split(merchant_keys, (Step(f"{operation}_claim", MERCHANT, "claimed"), Step(f"{operation}_move", MEMBER, "moved"),
+                                 Step(f"{operation}_finish", MERCHANT)))
+
+
 SPLITS = {
-    "pay": Split(8, (Step("pay_claim", MERCHANT, "claimed"), Step("pay_move", MEMBER, "moved"),
-                     Step("pay_finish", MERCHANT))),
-    "reversal": Split(6, (Step("reversal_claim", MERCHANT, "claimed"), Step("reversal_move", MEMBER, "moved"),
-                          Step("reversal_finish", MERCHANT))),
+    "pay": _claim_move_finish("pay", 8),
+    "reversal": _claim_move_finish("reversal", 6),
+    "cancel": _claim_move_finish("cancel", 5),
+    "refund": _claim_move_finish("refund", 5),
+    "outbound_adjust": _claim_move_finish("outbound_adjust", 5),
+    # A partner member's sale: claimed and placed pending before the partner is asked, then
+    # decided by its answer (the payment first, then the request's order, batch and response).
+    "outbound_claim": Split(4, (Step("outbound_claim_request", MERCHANT, "claimed"), Step("outbound_claim_payment", MEMBER))),
+    "outbound_finish": Split(4, (Step("outbound_finish_payment", MEMBER, "moved"), Step("outbound_finish_request", MERCHANT))),
 }
 """The scripts that run as steps on a cluster (DESIGN.md 6a; gateway/lua/lib_pay.lua). On one
 Redis each still runs as its one script, which calls the same steps in one round trip."""

@@ -27,16 +27,22 @@ MEMBER_DRAWS_MAX = 20  # a random partition lands on another primary than the me
 
 
 async def register_merchants(store: Store, settings: Settings) -> None:
-    """The merchants, stores and terminals of merchants.toml, written key by key with the fields
-    MerchantRegistry writes. The registry's own WATCH/MULTI transactions do not run on redis-py's
-    asyncio cluster pipeline (commands inside WATCH are never awaited), so `serving`'s load_config
-    cannot register them on a cluster; these tests are about payments."""
+    """The merchants, stores and terminals of merchants.toml, and the partner networks as signing
+    principals, written key by key with the fields MerchantRegistry writes. The registry's own
+    WATCH/MULTI transactions do not run on redis-py's asyncio cluster pipeline (commands inside
+    WATCH are never awaited), so `serving`'s load_config cannot register them on a cluster; these
+    tests are about payments."""
+    principals = [(m.id, m.name, m.currency, m.time_zone, m.business_day_cutoff, m.receipt_width, "merchant")
+                  for m in settings.merchants]
+    for p in settings.partners:
+        network = settings.network(p.id)
+        principals.append((p.id, network.name, network.currency, settings.member_day_time_zone, "00:00", 42, "partner"))
+    for merchant_id, name, currency, time_zone, cutoff, receipt_width, role in principals:
+        await store.redis.hset(keyspace.merchant_key(merchant_id), mapping={
+            "name": name, "currency": currency, "time_zone": time_zone, "business_day_cutoff": cutoff,
+            "receipt_width": receipt_width, "status": "active", "role": role, "created_ms": 1})
+        await store.redis.sadd(keyspace.MERCHANTS_KEY, merchant_id)
     for m in settings.merchants:
-        await store.redis.hset(keyspace.merchant_key(m.id), mapping={
-            "name": m.name, "currency": m.currency, "time_zone": m.time_zone,
-            "business_day_cutoff": m.business_day_cutoff, "receipt_width": m.receipt_width,
-            "status": "active", "role": "merchant", "created_ms": 1})
-        await store.redis.sadd(keyspace.MERCHANTS_KEY, m.id)
         for s in m.stores:
             await store.redis.hset(keyspace.merchant_store_key(m.id, s.id), mapping={"name": s.name, "created_ms": 1})
             await store.redis.sadd(keyspace.merchant_stores_key(m.id), s.id)

@@ -9,7 +9,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import pytest
 from aiohttp import ClientSession
@@ -22,7 +22,7 @@ from gateway.keyring import Keyring
 from gateway.ledger import Ledger
 from gateway.merchants import MerchantRegistry
 from gateway.partners import PartnerKeys
-from gateway.settings import Network, Partner, load_settings
+from gateway.settings import Network, Partner, Settings, load_settings
 from gateway.store import Store, connect
 from gateway.tokens import Enrolment
 from simulators import partner as partner_simulator
@@ -159,23 +159,35 @@ class Networks:
 @pytest.fixture(params=["taishin"])
 async def networks(request, redis_server, store, tmp_path: Path):
     """Our gateway and a partner network (pointgate under the partner's configuration), keys exchanged."""
-    network = PARTNERS[request.param]
+    home_settings = load_settings(env={}, redis_url=redis_server.url, keyring_path=str(tmp_path / "home-keyring.json"))
+    async with serving_networks(home_settings, redis_server.url[:-1] + "1", PARTNERS[request.param], tmp_path) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def serving_networks(home_settings: Settings, partner_url: str, network: Network, tmp_path: Path,
+                           register_home: Callable[[Store, Settings], Awaitable[None]] | None = None):
+    """Our gateway under `home_settings` (one Redis or a cluster) and `network`'s gateway on its own Redis
+    database at `partner_url` (emptied first), behind a fault proxy, each holding a key the other issued.
+    Our registry is loaded from the configuration, or by `register_home` where its transactions cannot run."""
     home_port, taishin_port = free_port(), free_port()
     proxy = await FaultProxy("127.0.0.1", taishin_port).start()
-    home_settings = load_settings(env={}, redis_url=redis_server.url, keyring_path=str(tmp_path / "home-keyring.json"))
     networks_known = home_settings.networks + ((network,) if network.id not in {n.id for n in home_settings.networks} else ())
     home_settings = dataclasses.replace(home_settings, networks=networks_known,
                                         partners=(Partner(network.id, proxy.url, **FAST),))
-    taishin_url = redis_server.url[:-1] + "1"  # its own Redis database
     taishin_settings = load_settings(partner_simulator.write_config(tmp_path, f"http://127.0.0.1:{home_port}", network),
-                                     env={}, redis_url=taishin_url, keyring_path=str(tmp_path / "taishin-keyring.json"))
+                                     env={}, redis_url=partner_url, keyring_path=str(tmp_path / "taishin-keyring.json"))
     # Each network issues the other a key, and stores the one it was given.
-    home_store, taishin_store = Store(connect(redis_server.url, 5)), Store(connect(taishin_url, 5))
+    home_store, taishin_store = Store.from_settings(home_settings, home_settings.redis_url), Store(connect(partner_url, 5))
+    await taishin_store.redis.flushdb()
     for s in (home_store, taishin_store):
         await s.load_scripts()
     home_registry = MerchantRegistry(home_store, Keyring.load(home_settings.keyring_path))
     taishin_registry = MerchantRegistry(taishin_store, Keyring.load(taishin_settings.keyring_path))
-    await home_registry.load_config(home_settings)
+    if register_home is None:
+        await home_registry.load_config(home_settings)
+    else:
+        await register_home(home_store, home_settings)
     await taishin_registry.load_config(taishin_settings)
     for_taishin = await home_registry.issue_key(network.id)
     for_home = await taishin_registry.issue_key("hana")
@@ -188,11 +200,13 @@ async def networks(request, redis_server, store, tmp_path: Path):
     servers = [TestServer(apps[0], port=home_port), TestServer(apps[1], port=taishin_port)]
     for server in servers:
         await server.start_server()
-    async with ClientSession() as session:
-        yield Networks(Gateway(apps[0], servers[0], session), Gateway(apps[1], servers[1], session), proxy, network.id)
-    for server in servers:
-        await server.close()
-    await proxy.close()
+    try:
+        async with ClientSession() as session:
+            yield Networks(Gateway(apps[0], servers[0], session), Gateway(apps[1], servers[1], session), proxy, network.id)
+    finally:
+        for server in servers:
+            await server.close()
+        await proxy.close()
 
 
 async def taishin_member(networks: Networks, points: int) -> Member:

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from conftest import Gateway, serving
 from gateway import keyspace
 from gateway.app import CASHOUTS, STORE, TOKENS
 from gateway.audit import read_journal, run_audit
 from gateway.openapi import openapi_document
 from gateway.settings import load_settings
 from simulators.bank import Bank
+from tests.e2e.conftest import Gateway, serving
 
 API_KEY = "bank-test-key-" + "a1b2c3d4e5f6"
 MIN_POINTS, FEE_POINTS = 1_000, 300

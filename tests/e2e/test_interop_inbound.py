@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import serving
 from gateway.app import MERCHANTS, STORE
 from gateway.audit import run_audit
 from gateway.settings import CONFIG_DIR_DEFAULT, load_settings
+from tests.e2e.conftest import serving
 
 
 async def partner(gateway, network_id: str = "taishin"):

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from conftest import Gateway, taishin_member
 from gateway import keyspace
 from gateway.app import PAYMENTS, STORE
 from gateway.audit import run_audit
 from simulators.fault_proxy import Fault
+from tests.e2e.conftest import Gateway, taishin_member
 
 
 async def test_taishin_member_pays_at_gs25(networks):

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.problems import PROBLEMS
 from gateway.settings import SettingsError, load_settings
-from gateway.store import MONEY_SCRIPTS, ClusterAccess, script_names
+from gateway.store import MEMBER, MERCHANT, MONEY_SCRIPTS, SPLITS, ClusterAccess, script_names
 
 
 def test_cluster_nodes_come_from_a_comma_separated_environment_variable():
@@ -85,6 +85,15 @@ def test_money_scripts_are_exactly_the_scripts_that_write_journal_entries():
     journal = re.compile(r"\b(journal_append|wallet_entry|lots_expire|wallet_give_back|payment_give_back)\(")
     writers = {name for name in script_names() if journal.search((lua / f"{name}.lua").read_text())}
     assert writers == set(MONEY_SCRIPTS)
+
+
+def test_every_split_is_made_of_scripts_over_one_scope_each():
+    """Each step of SPLITS is a script of gateway/lua/, over the merchant's or the member's scope, and each split
+    splits a script that also runs whole on one Redis."""
+    names = set(script_names())
+    steps = [(name, step) for name, split in SPLITS.items() for step in split.steps]
+    assert set(SPLITS) <= names
+    assert [] == [(name, step.script) for name, step in steps if step.script not in names or step.scope not in (MERCHANT, MEMBER)]
 
 
 def test_durability_timeout_is_a_retryable_gateway_503():

@@ -79,9 +79,11 @@ from simulators import load, soak
 __all__ = ["ClusterAdmin", "ClusterGateway", "FailoverError", "FailoverOptions", "add_terminal_on_cluster", "approvals",
            "cluster_env", "cluster_gateway", "cluster_round", "main", "register_on_cluster", "render", "run_failover"]
 
-MIX: tuple[tuple[str, float], ...] = tuple((kind, weight) for kind, weight in load.DEFAULT_MIX
-                                           if kind in ("sale", "reversal", "replay", "expired", "insufficient"))
-"""The load's mix less what a cluster refuses today: refunds, cancels and the wrong-merchant refund."""
+MIX: tuple[tuple[str, float], ...] = load.DEFAULT_MIX
+"""The load's whole mix: sales, reversals, cancels, refunds and the codes that decline."""
+APPROVED_STATES = ("approved", "partially_refunded", "refunded", "cancelled")
+"""A payment's states after its approval other than reversed (what a cancel or refund leaves; the
+load's own checks hold each payment's state against what its terminal saw)."""
 FUNDING_ACCOUNT = f"affiliate:{load.AFFILIATE_ID}"  # the account the earnings API would credit from
 GATEWAY_REDIS_TIMEOUT_S = 2  # POINTGATE_REDIS_SOCKET_TIMEOUT_S: a dead node costs a request 2 s at most, not 5
 GATEWAY_GRACE_S = 1
@@ -316,7 +318,8 @@ class Approvals:
     reversed_after: int
     """Of those, reversed by a terminal's reversal follow-up that it saw done."""
     approved_in_gateway: int
-    """Distinct payments in the gateway with status approved, found by the round's order references."""
+    """Distinct payments in the gateway approved (and maybe since cancelled or refunded, APPROVED_STATES),
+    found by the round's order references."""
 
     @property
     def equal(self) -> bool:
@@ -328,7 +331,7 @@ def approvals(obs: load.Observations) -> Approvals:
     acknowledged = {s.payment_id for s in obs.sales if s.outcome == "approved"}
     reversed_after = {f.payment_id for f in obs.follow_ups
                       if f.kind == "reversal" and f.outcome == "reversed" and f.payment_id in acknowledged}
-    in_gateway = {v.payment_id for v in obs.by_order_ref.values() if v is not None and v.status == "approved"}
+    in_gateway = {v.payment_id for v in obs.by_order_ref.values() if v is not None and v.status in APPROVED_STATES}
     return Approvals(len(acknowledged), len(reversed_after), len(in_gateway))
 
 

@@ -46,6 +46,12 @@ what changes:
   which it got: on one Redis `pay.lua` and `reversal.lua` call the same
   steps in one script. Between two steps a failure leaves a claim that the
   next attempt of the request (same idempotency key) completes.
+  Operations of two scopes that are not on the payment path are written as
+  steps by their callers and run as steps everywhere (an affiliate's
+  earning: `earn_claim`, `earn_move`, `idem_finish`; a coupon issue); what
+  spans slots without needing one step (a merchant and the merchant index,
+  a cash-out and the pending set) is written in an order a crash between
+  the writes cannot harm (each caller's comments say why).
   NOT split yet, so still refused on a cluster (CROSSSLOT): cancel, refund,
   outbound_claim, outbound_finish and outbound_adjust (partner members'
   payments). A cancel or refund on a cluster fails before it runs anything.
@@ -64,8 +70,9 @@ primary that owns the script's slot), still one round trip. Fewer than N
 acknowledgements raise DurabilityTimeout: the movement IS applied on the
 primary and may or may not survive a failover; a retry with the same entry id
 or idempotency key finds it applied and waits again. On a cluster a sale's
-and a reversal's claim step is acknowledged as well (CLAIM_STEPS), before
-their move runs; their finish is not (a lost finish is redone by the retry).
+and a reversal's claim step, and everywhere an earning's, is acknowledged as
+well (CLAIM_STEPS), before their move runs; their finish is not (a lost
+finish is redone by the retry).
 Off, nothing changes: the script is one EVALSHA. WAIT does not make Redis strongly consistent
 (docs/deployment.md).
 
@@ -100,14 +107,14 @@ except ImportError:  # redis-py before 7 has no maintenance notifications, nor t
 LIBRARIES = ("lib", "lib_pay")
 """Prepended to every script, in this order: the shared checks, then the payment steps."""
 MONEY_SCRIPTS = frozenset({
-    "cancel", "credit", "debit", "earn", "expire", "hold", "hold_finish", "outbound_adjust", "outbound_finish",
+    "cancel", "credit", "debit", "earn_move", "expire", "hold", "hold_finish", "outbound_adjust", "outbound_finish",
     "pay", "pay_move", "refund", "reversal", "reversal_move", "settle",
 })
 """The scripts that append a journal entry (move points); with WAIT on, each is acknowledged by replicas."""
-CLAIM_STEPS = frozenset({"pay_claim", "reversal_claim"})
+CLAIM_STEPS = frozenset({"earn_claim", "pay_claim", "reversal_claim"})
 """The steps a move relies on: with WAIT on they are acknowledged too, before the move runs, so a
-failover of the merchant's primary cannot lose the claim of a payment that moved (its retry would
-claim a second payment id and move the points again)."""
+failover of the merchant's (or affiliate's) primary cannot lose the claim of a payment or earning
+that moved (its retry would claim a second id and move the points again)."""
 ACKNOWLEDGED_ATTEMPTS_MAX = 3
 """Sends of one acknowledged script: the first, one after NOSCRIPT, one after MOVED (neither ran it)."""
 
@@ -270,9 +277,14 @@ class Store:
         return cls(client, settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
 
     async def load_scripts(self) -> None:
-        """Load every script now, so the first payment does not pay for it."""
-        for script in self._scripts.values():
-            await self.redis.script_load(script.script)
+        """Load every script now, so the first payment does not pay for it. One SCRIPT EXISTS asks
+        which are missing (on a cluster, missing on any primary), and only those are sent: a gateway
+        starting beside others, or after a restart of itself only, sends none."""
+        scripts = list(self._scripts.values())
+        loaded = await self.redis.script_exists(*(script.sha for script in scripts))
+        for script, present in zip(scripts, loaded):
+            if not present:
+                await self.redis.script_load(script.script)
 
     async def scripts_loaded(self) -> bool:
         shas = [script.sha for script in self._scripts.values()]

@@ -117,14 +117,12 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def serving(settings, load_merchants: bool = True):
-    """A gateway app for `settings` on a loopback port, its registry loaded from the configuration
-    (unless the caller registered the merchants itself)."""
+async def serving(settings):
+    """A gateway app for `settings` on a loopback port, its registry loaded from the configuration."""
     app = create_app(settings)
     server = TestServer(app)
     await server.start_server()
-    if load_merchants:
-        await app[MERCHANTS].load_config(settings)
+    await app[MERCHANTS].load_config(settings)
     try:
         async with ClientSession() as session:
             yield Gateway(app, server, session)
@@ -157,12 +155,13 @@ class Networks:
 
 
 @pytest.fixture(params=["taishin"])
-async def networks(request, redis_server, store, tmp_path: Path):
-    """Our gateway and a partner network (pointgate under the partner's configuration), keys exchanged."""
+async def networks(request, home_redis, redis_server, store, tmp_path: Path):
+    """Our gateway (on our Redis: `--redis` says which) and a partner network (pointgate under the
+    partner's configuration, in its own database of the single server: another deployment), keys exchanged."""
     network = PARTNERS[request.param]
     home_port, taishin_port = free_port(), free_port()
     proxy = await FaultProxy("127.0.0.1", taishin_port).start()
-    home_settings = load_settings(env={}, redis_url=redis_server.url, keyring_path=str(tmp_path / "home-keyring.json"))
+    home_settings = load_settings(env={}, **home_redis.settings, keyring_path=str(tmp_path / "home-keyring.json"))
     networks_known = home_settings.networks + ((network,) if network.id not in {n.id for n in home_settings.networks} else ())
     home_settings = dataclasses.replace(home_settings, networks=networks_known,
                                         partners=(Partner(network.id, proxy.url, **FAST),))
@@ -170,7 +169,8 @@ async def networks(request, redis_server, store, tmp_path: Path):
     taishin_settings = load_settings(partner_simulator.write_config(tmp_path, f"http://127.0.0.1:{home_port}", network),
                                      env={}, redis_url=taishin_url, keyring_path=str(tmp_path / "taishin-keyring.json"))
     # Each network issues the other a key, and stores the one it was given.
-    home_store, taishin_store = Store(connect(redis_server.url, 5)), Store(connect(taishin_url, 5))
+    home_store, taishin_store = Store(home_redis.client()), Store(connect(taishin_url, 5))
+    await taishin_store.redis.flushdb()  # `store` flushed ours (and, on one server, this database too)
     for s in (home_store, taishin_store):
         await s.load_scripts()
     home_registry = MerchantRegistry(home_store, Keyring.load(home_settings.keyring_path))

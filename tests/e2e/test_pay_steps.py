@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import secrets
 
+import pytest
+
 from gateway import keyspace
 from gateway.app import STORE
 from gateway.audit import run_audit
 from tests.e2e.conftest import Gateway
 from tests.e2e.pay_steps import MERCHANT, batch_counts, journal_entries, lost_after, reversal, sale, scripts_run
+
+pytestmark = pytest.mark.single_redis("drives the one-server composition of the steps (split_steps on one Redis)")
 
 
 async def lose_sale_after(gw: Gateway, step: str, terminal, code: str, amount: int, order_ref: str, key: str) -> str:

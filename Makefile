@@ -13,8 +13,18 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The merchant-API files that run a second time, unchanged, on an embedded Redis Cluster of 3
+# primaries and 3 replicas (`--redis=cluster`, tests/conftest.py): the same tests on one Redis and on
+# a cluster. About a minute more on 2 cores; CLUSTER_SUITE="tests/e2e/..." runs other files there.
+CLUSTER_SUITE ?= tests/e2e/test_payments_api.py tests/e2e/test_idempotency.py \
+  tests/e2e/test_authorization_matrix.py tests/e2e/test_merchant_security.py \
+  tests/e2e/test_interop_outbound.py tests/e2e/test_interop_inbound.py tests/e2e/test_settlement.py \
+  tests/e2e/test_network_settlement.py tests/e2e/test_batch_reconciliation.py \
+  tests/e2e/test_concurrent_duplicates.py
+
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --redis=cluster $(CLUSTER_SUITE)
 
 demo: $(STAMP)
 	$(BIN)/simulators demo

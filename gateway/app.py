@@ -740,6 +740,9 @@ async def _store(app: web.Application):
     app[STORE] = store
     app[LIVE_REDIS] = connect(app[REDIS_URL], settings.redis_socket_timeout_s, max_connections=settings.live_feeds_max,
                               cluster=ClusterAccess.from_settings(settings))
+    # A cluster client reads the slot map here: its pub/sub (the operator console's feed) picks a
+    # node from the map without reading it first. A single server's client has nothing to read.
+    await app[LIVE_REDIS].initialize()
     yield
     await app[LIVE_REDIS].aclose()
     await store.close()

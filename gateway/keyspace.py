@@ -221,6 +221,12 @@ def earning_key(affiliate_id: str, affiliate_ref: str) -> str:
     return f"{PREFIX}:{merchant_tag(affiliate_id)}:earning:{affiliate_ref}"
 
 
+def earning_answer_key(member_id: str, earning_id: str) -> str:
+    """String, expires with the idempotency keys: the answer (JSON) an affiliate's earning got when it
+    credited the member, so every attempt of the earning gets the same bytes."""
+    return f"{PREFIX}:{partition_tag(partition_of_member(member_id))}:earned:{member_id}:{earning_id}"
+
+
 def member_token_key(partition: int, token_hash: str) -> str:
     """Hash: a member bearer token's `member_id`, `slot`, `status`, `expires_ms`; keyed by the token's SHA-256."""
     return f"{PREFIX}:{partition_tag(partition)}:token:{token_hash}"

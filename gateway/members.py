@@ -220,15 +220,9 @@ class MemberService:
         cap_max = self.settings.member_daily_points_max
         if request.daily_cap_points is not None and request.daily_cap_points > cap_max:
             raise Problem("invalid_request", f"the daily cap can be at most {cap_max:,} points")
-        key = keyspace.member_key(member_id)
-        async with self.store.redis.pipeline(transaction=True) as pipe:
-            for field, value in (("confirm_over", request.confirm_over_points), ("daily_cap", request.daily_cap_points)):
-                if value is None:
-                    pipe.hdel(key, field)
-                else:
-                    pipe.hset(key, field, value)
-            pipe.hmget(key, "confirm_over", "daily_cap")
-            *_, (confirm_over, daily_cap) = await pipe.execute()
+        _, confirm_over, daily_cap = await self.store.run("member_settings", [keyspace.member_key(member_id)], [
+            "" if request.confirm_over_points is None else request.confirm_over_points,
+            "" if request.daily_cap_points is None else request.daily_cap_points])
         return self._settings_view(confirm_over, daily_cap)
 
     async def confirm(self, bearer: Bearer, member_id: str, request: Confirmation) -> dict[str, Any]:
@@ -270,21 +264,36 @@ class MemberService:
     # -- earnings --------------------------------------------------------------
 
     async def earn(self, caller: Caller, earning: EarningRequest, idempotency_key: str, request_hash: str) -> tuple[bytes, bool]:
-        """Credit an affiliate's points to a member, once per key and per affiliate reference."""
-        earning_id = "earn_" + self._token_hex(8)
-        keys = [
-            keyspace.nonce_key(caller.merchant_id, caller.nonce),
-            keyspace.signing_key_key(caller.merchant_id, caller.key_id),
-            keyspace.idempotency_key(caller.merchant_id, idempotency_key),
-            keyspace.affiliate_budget_key(caller.merchant_id),
-            keyspace.earning_key(caller.merchant_id, earning.affiliate_ref),
-            *keyspace.wallet_keys(earning.member_id),
-        ]
+        """Credit an affiliate's points to a member, once per key and per affiliate reference.
+
+        Three steps, each in one hash slot (on one Redis and on a cluster alike): claim and reserve
+        the budget in the affiliate's scope, credit in the member's, store the answer in the
+        affiliate's. A request left between two steps is completed by its next attempt (or a
+        concurrent duplicate): the claim keeps the earning id, and the credit is idempotent by it."""
+        idem_key = keyspace.idempotency_key(caller.merchant_id, idempotency_key)
+        budget_key = keyspace.affiliate_budget_key(caller.merchant_id)
+        ref_key = keyspace.earning_key(caller.merchant_id, earning.affiliate_ref)
         now_ms = self.now_ms()
-        args = [NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms, caller.merchant_id, earning.member_id,
-                earning.points, self.tokens.home.points_unit, earning_id, earning.affiliate_ref,
-                expiry_ms(earning.expires_at, now_ms)]
-        reply = await self.store.run("earn", keys, args)
+        reply = await self.store.run("earn_claim", [
+            keyspace.nonce_key(caller.merchant_id, caller.nonce),
+            keyspace.signing_key_key(caller.merchant_id, caller.key_id), idem_key, budget_key, ref_key,
+        ], [NONCE_TTL_S, request_hash, IDEMPOTENCY_TTL_S, now_ms, earning.points, "earn_" + self._token_hex(8)])
+        if reply[0] == "claimed":
+            earning_id = reply[1]
+            reply = await self.store.run("earn_move", [
+                *keyspace.wallet_keys(earning.member_id), keyspace.earning_answer_key(earning.member_id, earning_id),
+            ], [caller.merchant_id, earning.member_id, earning.points, self.tokens.home.points_unit, earning_id,
+                earning.affiliate_ref, expiry_ms(earning.expires_at, now_ms), now_ms, IDEMPOTENCY_TTL_S])
+            if reply[0] == "member_not_found":
+                # Members are never removed, so every attempt of this earning is refused alike:
+                # the reservation goes back and the request may be sent again.
+                await self.store.run("earn_release", [idem_key, budget_key, ref_key],
+                                     [request_hash, earning_id, earning.points])
+            elif reply[0] != "moved":
+                raise RuntimeError(f"earn_move replied {reply[0]!r}")  # our bug: the claim checked the amount
+            else:
+                reply = await self.store.run("idem_finish", [idem_key],
+                                             [request_hash, reply[1], IDEMPOTENCY_TTL_S, now_ms])
         if reply[0] not in ("done", "replay"):
             detail = {"over_budget": f"the affiliate can still issue {reply[1] if len(reply) > 1 else 0} points",
                       "affiliate_ref_in_use": f"this reference was credited as {reply[1] if len(reply) > 1 else ''}"}

@@ -1,9 +1,13 @@
 """The merchant registry: merchants, their stores and terminals, and their signing keys.
 
 Everything about one merchant lives under its hash tag `{mc:<merchant_id>}`
-(`gateway/keyspace.py`), so each step below touches one hash slot. The set of
-all merchant ids (`keyspace.MERCHANTS_KEY`) is outside every tag; it is
-written after the merchant itself and only read by administration.
+(`gateway/keyspace.py`), so each step below touches one hash slot. Registering
+a merchant, adding a store and adding a terminal are each one Lua script
+(`merchant_create.lua`, `merchant_store_add.lua`, `merchant_terminal_add.lua`)
+that checks, then writes, in that slot: the same call on one Redis and on a
+Redis Cluster. The set of all merchant ids (`keyspace.MERCHANTS_KEY`) is
+outside every tag; it is written after the merchant itself and only read by
+administration.
 
 Signing keys: a merchant has at most `ACTIVE_KEYS_MAX` (two) active keys, so a
 key can be rotated without downtime: issue the second, move the terminals,
@@ -33,10 +37,6 @@ import zoneinfo
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Final, NamedTuple
-
-import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
 
 from gateway import keyspace
 from gateway.clock import wall_ms
@@ -176,28 +176,13 @@ class MerchantRegistry:
         _check_merchant(merchant_id, name, currency, time_zone, business_day_cutoff, receipt_width)
         if role not in ROLES:
             raise MerchantError("invalid_merchant", f"role must be one of {', '.join(ROLES)}, got {role!r}")
-        fields = {
-            "name": name, "currency": currency, "time_zone": time_zone,
-            "business_day_cutoff": business_day_cutoff, "receipt_width": receipt_width,
-            "status": "active", "role": role, "created_ms": wall_ms(),
-        }
-        key = keyspace.merchant_key(merchant_id)
-        created = False
-        async with self.store.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(key)
-                if not await pipe.exists(key):
-                    pipe.multi()
-                    pipe.hset(key, mapping=fields)
-                    await pipe.execute()
-                    created = True
-            except WatchError:
-                pass  # another create of the same id won the race; the id is taken
+        reply = await self.store.run("merchant_create", [keyspace.merchant_key(merchant_id)], [
+            name, currency, time_zone, business_day_cutoff, receipt_width, role, wall_ms()])
         # The index is outside the merchant's hash slot, so it cannot join the
-        # transaction. Adding it on every call, created or not, repairs an
-        # index entry lost to a crash between the two writes.
+        # script. Adding it on every call, created or not, repairs an index
+        # entry lost to a crash between the two writes.
         await self.store.redis.sadd(keyspace.MERCHANTS_KEY, merchant_id)
-        return created
+        return _created(reply, "merchant_create")
 
     async def merchant(self, merchant_id: str) -> MerchantInfo | None:
         if not _is_id(MERCHANT_ID_RE, merchant_id):
@@ -227,45 +212,30 @@ class MerchantRegistry:
         _check_id(MERCHANT_ID_RE, merchant_id, "invalid_merchant", "merchant id")
         _check_id(STORE_ID_RE, store_id, "invalid_store", "store id")
         _check_name(name, "invalid_store", "store name")
-        store_key = keyspace.merchant_store_key(merchant_id, store_id)
-        stores_key = keyspace.merchant_stores_key(merchant_id)
-        async with self.store.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(store_key, stores_key)
-                if not await pipe.exists(keyspace.merchant_key(merchant_id)):
-                    raise MerchantError("unknown_merchant", f"no merchant {merchant_id}")
-                if await pipe.exists(store_key):
-                    return False
-                if await pipe.scard(stores_key) >= STORES_PER_MERCHANT_MAX:
-                    raise MerchantError("invalid_store", f"merchant {merchant_id} has {STORES_PER_MERCHANT_MAX} stores, the most allowed")
-                pipe.multi()
-                pipe.hset(store_key, mapping={"name": name, "created_ms": wall_ms()})
-                pipe.sadd(stores_key, store_id)
-                await pipe.execute()
-                return True
-            except WatchError:
-                return False  # a concurrent add of the same store won the race
+        reply = await self.store.run("merchant_store_add", [
+            keyspace.merchant_key(merchant_id), keyspace.merchant_store_key(merchant_id, store_id),
+            keyspace.merchant_stores_key(merchant_id)], [store_id, name, STORES_PER_MERCHANT_MAX, wall_ms()])
+        if reply[0] == "unknown_merchant":
+            raise MerchantError("unknown_merchant", f"no merchant {merchant_id}")
+        if reply[0] == "too_many_stores":
+            raise MerchantError("invalid_store", f"merchant {merchant_id} has {STORES_PER_MERCHANT_MAX} stores, the most allowed")
+        return _created(reply, "merchant_store_add")
 
     async def add_terminal(self, merchant_id: str, store_id: str, terminal_id: str) -> bool:
         """Add a terminal to one of the merchant's stores; False if it is there already."""
         _check_id(MERCHANT_ID_RE, merchant_id, "invalid_merchant", "merchant id")
         _check_id(STORE_ID_RE, store_id, "invalid_store", "store id")
         _check_id(TERMINAL_ID_RE, terminal_id, "invalid_terminal", "terminal id")
-        terminals_key = keyspace.store_terminals_key(merchant_id, store_id)
-        async with self.store.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(terminals_key)
-                await self._require_store(pipe, merchant_id, store_id)
-                if await pipe.sismember(terminals_key, terminal_id):
-                    return False
-                if await pipe.scard(terminals_key) >= TERMINALS_PER_STORE_MAX:
-                    raise MerchantError("invalid_terminal", f"store {store_id} has {TERMINALS_PER_STORE_MAX} terminals, the most allowed")
-                pipe.multi()
-                pipe.sadd(terminals_key, terminal_id)
-                await pipe.execute()
-                return True
-            except WatchError:
-                return False  # a concurrent add of the same terminal won the race
+        reply = await self.store.run("merchant_terminal_add", [
+            keyspace.merchant_key(merchant_id), keyspace.merchant_stores_key(merchant_id),
+            keyspace.store_terminals_key(merchant_id, store_id)], [store_id, terminal_id, TERMINALS_PER_STORE_MAX])
+        if reply[0] == "unknown_merchant":
+            raise MerchantError("unknown_merchant", f"no merchant {merchant_id}")
+        if reply[0] == "unknown_store":
+            raise MerchantError("unknown_store", f"merchant {merchant_id} has no store {store_id}")
+        if reply[0] == "too_many_terminals":
+            raise MerchantError("invalid_terminal", f"store {store_id} has {TERMINALS_PER_STORE_MAX} terminals, the most allowed")
+        return _created(reply, "merchant_terminal_add")
 
     async def terminal_belongs(self, merchant_id: str, store_id: str, terminal_id: str) -> bool:
         """Is this terminal registered in this store of this merchant (and nowhere else it claims)?"""
@@ -434,12 +404,6 @@ class MerchantRegistry:
         if not await self.store.redis.exists(keyspace.merchant_key(merchant_id)):
             raise MerchantError("unknown_merchant", f"no merchant {merchant_id}")
 
-    async def _require_store(self, client: aioredis.Redis | Pipeline, merchant_id: str, store_id: str) -> None:
-        if not await client.sismember(keyspace.merchant_stores_key(merchant_id), store_id):
-            if not await client.exists(keyspace.merchant_key(merchant_id)):
-                raise MerchantError("unknown_merchant", f"no merchant {merchant_id}")
-            raise MerchantError("unknown_store", f"merchant {merchant_id} has no store {store_id}")
-
 
 def _check_merchant(
     merchant_id: str, name: str, currency: str, time_zone: str, business_day_cutoff: str, receipt_width: int
@@ -485,6 +449,13 @@ def _check_name(name: object, code: str, what: str) -> None:
             or len(name) > NAME_CHARS_MAX or not name.isprintable()):
         raise MerchantError(code, f"{what} must be 1-{NAME_CHARS_MAX} printable characters without "
                                   f"leading or trailing spaces, got {name!r}")
+
+
+def _created(reply: list, script: str) -> bool:
+    """True for a script's 'ok', False for its 'duplicate' (the entry was there already)."""
+    if reply[0] not in ("ok", "duplicate"):
+        raise RuntimeError(f"{script} replied {reply[0]!r}")  # our bug, not the caller's
+    return reply[0] == "ok"
 
 
 def _key_number(key_id: str) -> int:

@@ -375,16 +375,12 @@ class PaymentService:
 
     async def burn_nonce(self, caller: Caller) -> None:
         """Reads are signed too; their nonce is burned here (writes burn it in their script)."""
-        async with self.store.redis.pipeline(transaction=True) as pipe:
-            pipe.hget(keyspace.signing_key_key(caller.merchant_id, caller.key_id), "status")
-            pipe.set(keyspace.nonce_key(caller.merchant_id, caller.nonce), "1", nx=True, ex=NONCE_TTL_S)
-            status, fresh = await pipe.execute()
         # The key's status is read from storage, not the per-process cache, so a
         # revoked key reads nothing either, on every process at once.
-        if status != "active":
-            raise Problem("unknown_key")
-        if not fresh:
-            raise Problem("nonce_replayed")
+        reply = await self.store.run("nonce_burn", [keyspace.signing_key_key(caller.merchant_id, caller.key_id),
+                                                    keyspace.nonce_key(caller.merchant_id, caller.nonce)], [NONCE_TTL_S])
+        if reply[0] != "ok":
+            raise Problem(reply[0])  # unknown_key or nonce_replayed
 
     # -- cancel and refund -----------------------------------------------------
 

@@ -50,6 +50,12 @@ what changes:
   the same steps in one script. Between two steps a failure leaves a claim
   (or a moved payment) that the next attempt of the request (same
   idempotency key) completes.
+  Operations of two scopes that are not on the payment path are written as
+  steps by their callers and run as steps everywhere (an affiliate's
+  earning: `earn_claim`, `earn_move`, `idem_finish`; a coupon issue); what
+  spans slots without needing one step (a merchant and the merchant index,
+  a cash-out and the pending set) is written in an order a crash between
+  the writes cannot harm (each caller's comments say why).
   `Store.redis` is the cluster client: a caller's own multi-key commands
   must keep to one slot too.
 - Database 0 only, TCP only (no unix sockets); TLS and the ACL user come
@@ -64,14 +70,14 @@ acknowledged the writes of the connection it is sent on; on a cluster, the
 primary that owns the script's slot), still one round trip. Fewer than N
 acknowledgements raise DurabilityTimeout: the movement IS applied on the
 primary and may or may not survive a failover; a retry with the same entry id
-or idempotency key finds it applied and waits again. On a cluster a sale's
-and a reversal's claim step is acknowledged as well (CLAIM_STEPS), before
-their move runs, and so are both steps of a partner member's sale before the
-partner is asked (and its one script on one Redis); finishes are not (a lost
-finish is redone by the retry), nor are the claims of cancels and refunds (their
-move records itself in the member scope under the request's name).
-Off, nothing changes: the script is one EVALSHA. WAIT does not make Redis strongly consistent
-(docs/deployment.md).
+or idempotency key finds it applied and waits again. Acknowledged as well
+(CLAIM_STEPS), before the move runs: on a cluster a sale's and a reversal's
+claim step, everywhere an affiliate's earning's claim, and both steps of a
+partner member's sale before the partner is asked (and its one script on one
+Redis). Finishes are not (a lost finish is redone by the retry), nor are the
+claims of cancels and refunds (their move records itself in the member scope
+under the request's name). Off, nothing changes: the script is one EVALSHA.
+WAIT does not make Redis strongly consistent (docs/deployment.md).
 
 Exceptions (beside redis-py's own):
 
@@ -106,16 +112,16 @@ except ImportError:  # redis-py before 7 has no maintenance notifications, nor t
 LIBRARIES = ("lib", "lib_pay")
 """Prepended to every script, in this order: the shared checks, then the payment steps."""
 MONEY_SCRIPTS = frozenset({
-    "cancel", "cancel_move", "credit", "debit", "earn", "expire", "hold", "hold_finish",
+    "cancel", "cancel_move", "credit", "debit", "earn_move", "expire", "hold", "hold_finish",
     "outbound_adjust", "outbound_adjust_move", "outbound_finish", "outbound_finish_payment",
     "pay", "pay_move", "refund", "refund_move", "reversal", "reversal_move", "settle",
 })
 """The scripts that append a journal entry (move points); with WAIT on, each is acknowledged by replicas."""
-CLAIM_STEPS = frozenset({"pay_claim", "reversal_claim", "outbound_claim", "outbound_claim_request",
+CLAIM_STEPS = frozenset({"earn_claim", "pay_claim", "reversal_claim", "outbound_claim", "outbound_claim_request",
                          "outbound_claim_payment"})
 """The steps a move relies on: with WAIT on they are acknowledged too, before the move runs, so a
-failover of the merchant's primary cannot lose the claim of a payment that moved (its retry would
-claim a second payment id and move the points again). A partner member's sale is asked of the
+failover of the merchant's (or affiliate's) primary cannot lose the claim of a payment or earning
+that moved (its retry would claim a second id and move the points again). A partner member's sale is asked of the
 partner under the payment id its claim holds, and found again by its pending record: losing either
 after the partner debited its member would have the retry ask again under a new id. The claims of
 cancels and refunds are not among them: their moves record themselves under the request's name in
@@ -298,9 +304,14 @@ class Store:
         return cls(client, settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
 
     async def load_scripts(self) -> None:
-        """Load every script now, so the first payment does not pay for it."""
-        for script in self._scripts.values():
-            await self.redis.script_load(script.script)
+        """Load every script now, so the first payment does not pay for it. One SCRIPT EXISTS asks
+        which are missing (on a cluster, missing on any primary), and only those are sent: a gateway
+        starting beside others, or after a restart of itself only, sends none."""
+        scripts = list(self._scripts.values())
+        loaded = await self.redis.script_exists(*(script.sha for script in scripts))
+        for script, present in zip(scripts, loaded):
+            if not present:
+                await self.redis.script_load(script.script)
 
     async def scripts_loaded(self) -> bool:
         shas = [script.sha for script in self._scripts.values()]

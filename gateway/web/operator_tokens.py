@@ -71,11 +71,7 @@ class OperatorTokens:
         token = "pgct_" + base64.urlsafe_b64encode(self._token_bytes(32)).decode().rstrip("=")
         expires_ms = self.now_ms() + hours * 3600 * 1000
         key = keyspace.console_token_key(_hash(token))
-        async with self.store.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"operator_id": operator_id, "expires_ms": expires_ms})
-            pipe.pexpireat(key, expires_ms)
-            pipe.sadd(index, _hash(token))
-            await pipe.execute()
+        await self.store.run("console_token_issue", [key, index], [operator_id, expires_ms, _hash(token)])
         return token, expires_ms
 
     async def _forget_expired(self, operator_id: str) -> None:
@@ -97,12 +93,12 @@ class OperatorTokens:
         hashes = list(await self.store.redis.smembers(index))
         if not hashes:
             return 0
-        async with self.store.redis.pipeline(transaction=True) as pipe:
-            for token_hash in hashes:
-                pipe.delete(keyspace.console_token_key(token_hash))
-            pipe.delete(index)
-            replies = await pipe.execute()
-        return sum(int(r) for r in replies[:-1])
+        # Two commands, each over the console's one slot: the tokens go first, so a crash in between
+        # leaves only index entries of deleted tokens (the next issue forgets them). Only the hashes
+        # read are taken out of the index: a token issued meanwhile stays listed, for the next revoke.
+        live = await self.store.redis.delete(*(keyspace.console_token_key(h) for h in hashes))
+        await self.store.redis.srem(index, *hashes)
+        return int(live)
 
     async def authenticate(self, authorization: str | None) -> ConsoleSession:
         """The operator a console token belongs to; 401 operator_unauthorized for anything else."""

@@ -81,10 +81,10 @@ async def chromium():
 
 
 @pytest.fixture
-async def web(redis_server, store, tmp_path):
+async def web(home_redis, store, tmp_path):
     """A gateway with the bank simulator behind it (cash-outs work), over the real Redis."""
     async with Bank(api_key=BANK_API_KEY) as bank:
-        settings = load_settings(env={}, redis_url=redis_server.url, keyring_path=str(tmp_path / "keyring.json"),
+        settings = load_settings(env={}, **home_redis.settings, keyring_path=str(tmp_path / "keyring.json"),
                                  data_dir=str(tmp_path / "redis"), bank_url=bank.url, bank_api_key=BANK_API_KEY)
         async with serving(settings) as gateway:
             gateway.tmp_path = tmp_path

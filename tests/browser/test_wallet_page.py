@@ -206,9 +206,9 @@ async def test_a_link_with_the_token_in_its_fragment_signs_in_and_forgets_the_fr
     await page.context.close()
 
 
-async def test_the_page_shows_a_new_code_when_the_step_ends(redis_server, store, tmp_path, chromium):
+async def test_the_page_shows_a_new_code_when_the_step_ends(home_redis, store, tmp_path, chromium):
     """Without any payment the code changes as its step ends (a 10-second step here, 30 in production)."""
-    settings = load_settings(env={}, redis_url=redis_server.url, keyring_path=str(tmp_path / "keyring.json"),
+    settings = load_settings(env={}, **home_redis.settings, keyring_path=str(tmp_path / "keyring.json"),
                              data_dir=str(tmp_path / "redis"), code_step_s=10)
     async with serving(settings) as gateway:
         member = await enrolled(gateway, 1_000)

@@ -1,9 +1,16 @@
-"""A real Redis Cluster for the session: 3 primaries, 3 replicas, the bundled binaries.
+"""Tests about the cluster itself: the embedded 3+3 Redis Cluster (tests/conftest.py `cluster`,
+one per session, shared with `--redis=cluster`), replication and failover.
 
 Every test module here is marked `cluster` (`pytest -m cluster` runs them
-alone); they also run in `make test`. Each test gets a flushed cluster with
-every script loaded; a test that kills a node revives it before it ends, so
-the next test finds the cluster whole.
+alone); they run in `make test`'s first pass, whatever `--redis` says, since
+each asks for the cluster by name. The same merchant-API files that run on one
+Redis also run on the cluster in `make test`'s second pass (`--redis=cluster`,
+tests/conftest.py); this folder holds what only a cluster has: sales split
+into their steps across two primaries, failures between the steps, a primary
+killed mid-traffic, WAIT on the slot's primary.
+
+Each test gets a flushed cluster with every script loaded; a test that kills a
+node revives it before it ends, so the next test finds the cluster whole.
 """
 
 from __future__ import annotations
@@ -15,12 +22,6 @@ import pytest
 from gateway.embedded_cluster import EmbeddedCluster
 from gateway.settings import Settings, load_settings
 from gateway.store import Store
-
-
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    with EmbeddedCluster(tmp_path_factory.mktemp("cluster")) as running:
-        yield running
 
 
 @pytest.fixture

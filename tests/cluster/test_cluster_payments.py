@@ -5,7 +5,6 @@ the terminal's retry or its reversal, with the points moved exactly once."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import secrets
 
@@ -26,41 +25,10 @@ DUPLICATES = 20
 MEMBER_DRAWS_MAX = 20  # a random partition lands on another primary than the merchant's 2 times in 3
 
 
-async def register_merchants(store: Store, settings: Settings) -> None:
-    """The merchants, stores and terminals of merchants.toml, and the partner networks as signing
-    principals, written key by key with the fields MerchantRegistry writes. The registry's own
-    WATCH/MULTI transactions do not run on redis-py's asyncio cluster pipeline (commands inside
-    WATCH are never awaited), so `serving`'s load_config cannot register them on a cluster; these
-    tests are about payments."""
-    principals = [(m.id, m.name, m.currency, m.time_zone, m.business_day_cutoff, m.receipt_width, "merchant")
-                  for m in settings.merchants]
-    for p in settings.partners:
-        network = settings.network(p.id)
-        principals.append((p.id, network.name, network.currency, settings.member_day_time_zone, "00:00", 42, "partner"))
-    for merchant_id, name, currency, time_zone, cutoff, receipt_width, role in principals:
-        await store.redis.hset(keyspace.merchant_key(merchant_id), mapping={
-            "name": name, "currency": currency, "time_zone": time_zone, "business_day_cutoff": cutoff,
-            "receipt_width": receipt_width, "status": "active", "role": role, "created_ms": 1})
-        await store.redis.sadd(keyspace.MERCHANTS_KEY, merchant_id)
-    for m in settings.merchants:
-        for s in m.stores:
-            await store.redis.hset(keyspace.merchant_store_key(m.id, s.id), mapping={"name": s.name, "created_ms": 1})
-            await store.redis.sadd(keyspace.merchant_stores_key(m.id), s.id)
-            if s.terminals:
-                await store.redis.sadd(keyspace.store_terminals_key(m.id, s.id), *s.terminals)
-
-
-@contextlib.asynccontextmanager
-async def serving_on_cluster(settings: Settings, store: Store):
-    """The gateway app served with cluster settings (its own cluster client), merchants registered."""
-    await register_merchants(store, settings)  # the registry's WATCH transactions do not run on a cluster
-    async with serving(settings, load_merchants=False) as gateway:
-        yield gateway
-
-
 @pytest.fixture
 async def gateway(cluster_settings: Settings, cluster_store: Store):
-    async with serving_on_cluster(cluster_settings, cluster_store) as running:
+    """The gateway on the cluster (`cluster_store` flushed it), merchants.toml loaded by its registry."""
+    async with serving(cluster_settings) as running:
         yield running
 
 
@@ -175,7 +143,7 @@ async def test_with_wait_the_claim_and_the_move_are_acknowledged_on_their_own_pr
     """With redis_wait_replicas 1 a sale WAITs twice: after its claim on the merchant's primary, after its
     move on the member's (the finish is redone by a retry, so it is not waited for)."""
     settings = dataclasses.replace(cluster_settings, redis_wait_replicas=1, redis_wait_timeout_ms=1000)
-    async with serving_on_cluster(settings, cluster_store) as gw:
+    async with serving(settings) as gw:
         member = await member_elsewhere(gw, 10_000)
         terminal = await gw.terminal(MERCHANT)
         store = gw.app[STORE]

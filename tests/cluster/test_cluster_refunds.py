@@ -21,9 +21,9 @@ from gateway.store import Store
 from simulators import partner as partner_simulator
 from tests.cluster import test_cluster_payments
 from tests.cluster.test_cluster_payments import (
-    assert_audit_clean, member_elsewhere, register_merchants, serving_on_cluster, wait_calls,
+    assert_audit_clean, member_elsewhere, wait_calls,
 )
-from tests.e2e.conftest import Gateway, Member, Networks, serving_networks
+from tests.e2e.conftest import Gateway, Member, Networks, serving, serving_networks
 from tests.e2e.pay_steps import (
     MERCHANT, batch_counts, batch_fields, cancel, held_before, journal_entries, lost_in_steps, one_answer, refund, sale,
     scripts_run,
@@ -33,7 +33,7 @@ from tests.e2e.test_pay_steps import LEASE_PASSED_MS, assert_both_books_clean, h
 pytestmark = pytest.mark.cluster
 
 gateway = test_cluster_payments.gateway
-"""Our gateway served on the cluster, merchants registered (a fixture)."""
+"""Our gateway served on the cluster, merchants.toml loaded (a fixture)."""
 DUPLICATES = 10
 HELD_S = 0.3
 """How long a move waits for its duplicates' claims on the cluster (held_before)."""
@@ -147,7 +147,7 @@ async def test_with_wait_a_refund_is_acknowledged_only_after_its_move(cluster: E
     """With redis_wait_replicas 1 a refund WAITs once, on the member's primary after its move: its claim and
     its finish are not waited for (a retry that lost either gets the move's recorded answer)."""
     settings = dataclasses.replace(cluster_settings, redis_wait_replicas=1, redis_wait_timeout_ms=1000)
-    async with serving_on_cluster(settings, cluster_store) as gw:
+    async with serving(settings) as gw:
         member, terminal, payment_id = await paid(gw, 10_000, 3_000)
         store = gw.app[STORE]
         merchant_port = store.redis.get_node_from_key(keyspace.idempotency_key(MERCHANT, "x")).port
@@ -164,9 +164,9 @@ async def test_with_wait_a_refund_is_acknowledged_only_after_its_move(cluster: E
 @pytest.fixture
 async def cluster_networks(cluster_settings: Settings, cluster_store: Store, redis_server, tmp_path: Path):
     """Our gateway on the cluster and Taishin (pointgate under Taishin's configuration) on a single Redis,
-    keys exchanged; our merchants and the partner registered key by key (register_merchants)."""
-    async with serving_networks(cluster_settings, redis_server.url[:-1] + "1", partner_simulator.TAISHIN, tmp_path,
-                                register_home=register_merchants) as running:
+    keys exchanged."""
+    async with serving_networks(cluster_settings, redis_server.url[:-1] + "1", partner_simulator.TAISHIN,
+                                tmp_path) as running:
         yield running
 
 

@@ -13,7 +13,8 @@ from gateway.settings import Settings
 from gateway.store import DurabilityTimeout, Store
 from tests.e2e.conftest import serving
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster,
+              pytest.mark.single_redis("WAIT on a server without replicas; every cluster primary has one")]
 
 UNIT = "HMP"
 MEMBER = "m123" + "00000000beef"

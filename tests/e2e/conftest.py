@@ -117,14 +117,12 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def serving(settings, load_merchants: bool = True):
-    """A gateway app for `settings` on a loopback port, its registry loaded from the configuration
-    (unless the caller registered the merchants itself)."""
+async def serving(settings):
+    """A gateway app for `settings` on a loopback port, its registry loaded from the configuration."""
     app = create_app(settings)
     server = TestServer(app)
     await server.start_server()
-    if load_merchants:
-        await app[MERCHANTS].load_config(settings)
+    await app[MERCHANTS].load_config(settings)
     try:
         async with ClientSession() as session:
             yield Gateway(app, server, session)
@@ -157,19 +155,19 @@ class Networks:
 
 
 @pytest.fixture(params=["taishin"])
-async def networks(request, redis_server, store, tmp_path: Path):
-    """Our gateway and a partner network (pointgate under the partner's configuration), keys exchanged."""
-    home_settings = load_settings(env={}, redis_url=redis_server.url, keyring_path=str(tmp_path / "home-keyring.json"))
+async def networks(request, home_redis, redis_server, store, tmp_path: Path):
+    """Our gateway (on our Redis: `--redis` says which) and a partner network (pointgate under the
+    partner's configuration, in its own database of the single server: another deployment), keys exchanged."""
+    home_settings = load_settings(env={}, **home_redis.settings, keyring_path=str(tmp_path / "home-keyring.json"))
     async with serving_networks(home_settings, redis_server.url[:-1] + "1", PARTNERS[request.param], tmp_path) as running:
         yield running
 
 
 @contextlib.asynccontextmanager
-async def serving_networks(home_settings: Settings, partner_url: str, network: Network, tmp_path: Path,
-                           register_home: Callable[[Store, Settings], Awaitable[None]] | None = None):
+async def serving_networks(home_settings: Settings, partner_url: str, network: Network, tmp_path: Path):
     """Our gateway under `home_settings` (one Redis or a cluster) and `network`'s gateway on its own Redis
-    database at `partner_url` (emptied first), behind a fault proxy, each holding a key the other issued.
-    Our registry is loaded from the configuration, or by `register_home` where its transactions cannot run."""
+    database at `partner_url` (emptied first), behind a fault proxy, each holding a key the other issued,
+    both registries loaded from their configuration."""
     home_port, taishin_port = free_port(), free_port()
     proxy = await FaultProxy("127.0.0.1", taishin_port).start()
     networks_known = home_settings.networks + ((network,) if network.id not in {n.id for n in home_settings.networks} else ())
@@ -184,10 +182,7 @@ async def serving_networks(home_settings: Settings, partner_url: str, network: N
         await s.load_scripts()
     home_registry = MerchantRegistry(home_store, Keyring.load(home_settings.keyring_path))
     taishin_registry = MerchantRegistry(taishin_store, Keyring.load(taishin_settings.keyring_path))
-    if register_home is None:
-        await home_registry.load_config(home_settings)
-    else:
-        await register_home(home_store, home_settings)
+    await home_registry.load_config(home_settings)
     await taishin_registry.load_config(taishin_settings)
     for_taishin = await home_registry.issue_key(network.id)
     for_home = await taishin_registry.issue_key("hana")

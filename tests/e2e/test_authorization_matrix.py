@@ -31,7 +31,6 @@ import pytest
 
 from gateway.app import MEMBERS, ROUTES, TOKENS
 from gateway.settings import load_settings
-from gateway.store import connect
 from gateway.tokens import Enrolment
 from gateway.web import WEB_UI
 
@@ -370,12 +369,12 @@ def _matches(answer: tuple[int, str | None], expected: Expected | tuple[Expected
 
 
 @pytest.fixture(scope="module")
-async def world(redis_server, tmp_path_factory):
+async def world(home_redis, tmp_path_factory):
     """One gateway and its world for the whole matrix: rows that change things make their own."""
     root = tmp_path_factory.mktemp("matrix")
-    settings = load_settings(env={}, redis_url=redis_server.url, keyring_path=str(root / "keyring.json"),
+    settings = load_settings(env={}, **home_redis.settings, keyring_path=str(root / "keyring.json"),
                              data_dir=str(root / "redis"))
-    redis = connect(settings.redis_url, socket_timeout_s=5)
+    redis = home_redis.client()
     await redis.flushall()  # what earlier modules left, as the store fixture does per test
     await redis.aclose()
     async with serving(settings) as gateway:

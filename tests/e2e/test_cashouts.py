@@ -39,7 +39,8 @@ async def bank():
 
 def cash_settings(settings, bank: Bank, **changes: Any):
     """Cash-out to the bank simulator, short bank timeouts and a fast resolver."""
-    values = dict(redis_url=settings.redis_url, keyring_path=settings.keyring_path, data_dir=settings.data_dir,
+    values = dict(redis_url=settings.redis_url, redis_cluster_nodes=list(settings.redis_cluster_nodes),
+                  keyring_path=settings.keyring_path, data_dir=settings.data_dir,
                   bank_url=bank.url, bank_api_key=API_KEY, bank_timeout_s=BANK_TIMEOUT_S, bank_resolve_interval_s=0.05,
                   cashout_min_points=MIN_POINTS, cashout_fee_points=FEE_POINTS)
     return load_settings(env={}, **(values | changes))
@@ -207,6 +208,20 @@ async def test_bank_down_keeps_the_cashout_pending_until_it_is_back(gateway, ban
     assert ["cashout", "cashout_paid"] == await journal_kinds(gateway, app)
 
 
+async def test_a_finished_cashout_left_in_the_pending_set_is_taken_out_and_paid_once(gateway, bank):
+    """A crash between writing the paid cash-out and updating the pending set: the resolver takes it out of
+    the set and asks the bank nothing more."""
+    app = await member(gateway, 10_000)
+    account = await app.link()
+    _, paid = await app.cash_out(5_000, account["bank_account_id"])
+    item = f"{app.member_id}/{paid['cashout_id']}"
+    await gateway.app[STORE].redis.sadd(keyspace.CASHOUTS_PENDING_KEY, item)
+    asked = len(bank.requests)
+    await gateway.app[CASHOUTS].resolve_pending()
+    listed = await gateway.app[STORE].redis.sismember(keyspace.CASHOUTS_PENDING_KEY, item)
+    assert ("paid", 0, asked, 4_700) == (paid["state"], listed, len(bank.requests), bank.paid_total)
+
+
 async def test_a_retry_of_a_pending_cashout_resolves_it_too(settings, store, bank):
     """With no resolver round due, the member's retry under the same key looks the transfer up and finishes it."""
     async with serving(cash_settings(settings, bank, bank_resolve_interval_s=3600.0)) as gateway:
@@ -328,6 +343,17 @@ async def test_accounts_list_masked_and_linking_twice_answers_the_first(gateway,
     _, listing = await app.call("GET", f"/v1/members/{app.member_id}/bank-accounts")
     assert ("*********0123", 200, first) == (first["account_number_masked"], status, again)
     assert [first] == listing["bank_accounts"]
+
+
+async def test_one_account_linked_five_times_at_once_is_linked_once(gateway, bank):
+    """Concurrent links of the same bank account: one creates it (201), the others answer it (200)."""
+    app = await member(gateway)
+    path, body = f"/v1/members/{app.member_id}/bank-accounts", {"bank_code": HANA, "account_number": ACCOUNT,
+                                                                 "holder_name": "김민지"}
+    answers = await asyncio.gather(*(app.call("POST", path, body) for _ in range(5)))
+    _, listing = await app.call("GET", path)
+    assert ([200] * 4 + [201], 1) == (sorted(status for status, _ in answers), len(listing["bank_accounts"]))
+    assert {listing["bank_accounts"][0]["bank_account_id"]} == {account["bank_account_id"] for _, account in answers}
 
 
 async def test_a_member_links_at_most_five_accounts(gateway, bank):

@@ -411,11 +411,12 @@ async def test_member_filters_coupons_by_state(gateway):
     assert_documented("get", "/v1/members/{member_id}/coupons", 200, listing)
 
 
-async def test_gateway_operators_add_gives_a_key_that_creates_campaigns(gateway, settings, redis_server, monkeypatch, capsys):
+async def test_gateway_operators_add_gives_a_key_that_creates_campaigns(gateway, settings, home_redis, monkeypatch, capsys):
     """`gateway operators add` registers an operator and prints a key that signs a campaign; a merchant's id is refused."""
     from gateway import cli
 
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    for name, value in home_redis.environment.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("POINTGATE_KEYRING_PATH", settings.keyring_path)
     assert 0 == await asyncio.to_thread(cli.main, ["operators", "add", "ops-seoul", "--name", "Seoul operations"])
     printed = dict(line.strip().split(": ", 1) for line in capsys.readouterr().out.splitlines() if line.startswith("  "))

@@ -97,7 +97,7 @@ async def test_partner_merchants_see_only_their_payments(gateway):
 
 
 @pytest.fixture
-async def thai_gateway(redis_server, store, tmp_path: Path):
+async def thai_gateway(home_redis, store, tmp_path: Path):
     """The same gateway with a Thai partner added in configuration only."""
     config = tmp_path / "config"
     shutil.copytree(CONFIG_DIR_DEFAULT, config)
@@ -107,7 +107,7 @@ async def thai_gateway(redis_server, store, tmp_path: Path):
     with (config / "partners.toml").open("a") as f:
         f.write('\n[[partner]]\nid = "siam"\nbase_url = "http://127.0.0.1:8091"\nconnect_timeout_s = 2\n'
                 'read_timeout_s = 3\nconcurrency_max = 8\ncircuit_failures_max = 5\ncircuit_open_s = 10\n')
-    settings = load_settings(config, env={}, redis_url=redis_server.url, keyring_path=str(tmp_path / "keyring.json"))
+    settings = load_settings(config, env={}, **home_redis.settings, keyring_path=str(tmp_path / "keyring.json"))
     async with serving(settings) as running:
         yield running
 
@@ -120,7 +120,7 @@ async def test_a_partner_added_in_configuration_only_works(thai_gateway):
     assert (201, "approved", 3_914) == (status, payment["status"], payment["points"])
 
 
-async def test_operator_replaces_rates_at_run_time(gateway, redis_server, tmp_path, monkeypatch, capsys):
+async def test_operator_replaces_rates_at_run_time(gateway, home_redis, tmp_path, monkeypatch, capsys):
     """`gateway fx set` changes the rate of the next payment; a payment already made keeps its rate for refunds."""
     from gateway import cli
     from gateway.app import PAYMENTS
@@ -128,7 +128,8 @@ async def test_operator_replaces_rates_at_run_time(gateway, redis_server, tmp_pa
     taishin, member = await partner(gateway), await gateway.member(points=20_000)
     _, before, _ = await interop_pay(taishin, member.code(), 100, "TS-FX-1")
     (tmp_path / "fx.toml").write_text('[[rate]]\nbase = "TWD"\nquote = "KRW"\nmid = "50"\nspread_bp = 0\n')
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    for name, value in home_redis.environment.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("POINTGATE_KEYRING_PATH", str(tmp_path / "cli-keyring.json"))
     assert 0 == await asyncio.to_thread(cli.main, ["fx", "set", str(tmp_path / "fx.toml")])
     gateway.app[PAYMENTS]._rates = None  # this process's 5 s cache, skipped rather than waited for

@@ -15,6 +15,7 @@ from gateway import codes, keyspace
 from gateway.app import MEMBERS, MERCHANTS, STORE
 from gateway.audit import run_audit
 from gateway.members import DEVICES_PER_MEMBER_MAX
+from tests.e2e.pay_steps import lost_after
 
 
 async def enrol(gateway) -> dict:
@@ -172,6 +173,46 @@ async def test_unknown_member_earning_is_refused(gateway):
     hana = await affiliate(gateway)
     status, problem, _ = await earn(hana, "m000000000000000", 100)
     assert (404, "member_not_found") == (status, problem["code"])
+
+
+async def test_an_earning_refused_for_an_unknown_member_gives_back_its_budget_and_reference(gateway):
+    """After member_not_found the affiliate's issued points are as before and its reference credits a real member."""
+    enrolled, hana = await enrol(gateway), await affiliate(gateway)
+    budget_key = keyspace.affiliate_budget_key("hana-card")
+    before = int(await gateway.app[STORE].redis.hget(budget_key, "issued_points") or 0)
+    refused, _, _ = await earn(hana, "m000000000000000", 100, "REF-TYPO")
+    after = int(await gateway.app[STORE].redis.hget(budget_key, "issued_points") or 0)
+    status, earning, _ = await earn(hana, enrolled["member_id"], 100, "REF-TYPO")
+    assert (404, before, 201, 100) == (refused, after, status, earning["balance_after"])
+
+
+async def test_an_earning_lost_after_its_claim_is_credited_once_by_its_retry(gateway):
+    """The claim ran and the answer was lost: the retry credits once, under the claimed earning id."""
+    enrolled, hana = await enrol(gateway), await affiliate(gateway)
+    with lost_after(gateway.app[STORE], "earn_claim"):
+        lost, _, _ = await earn(hana, enrolled["member_id"], 700, "LOST-1", key="earn-lost-0001")
+    claimed = await gateway.app[STORE].redis.hget(keyspace.idempotency_key("hana-card", "earn-lost-0001"), "earning_id")
+    status, earning, _ = await earn(hana, enrolled["member_id"], 700, "LOST-1", key="earn-lost-0001")
+    assert (503, 201, claimed, 700) == (lost, status, earning["earning_id"], earning["balance_after"])
+    assert [f"earn:{claimed}"] == await earnings_of(gateway, enrolled["member_id"])
+
+
+async def test_an_earning_lost_after_its_credit_answers_the_credit_and_credits_nothing_more(gateway):
+    """The credit ran and the answer was lost: the retry answers that credit, and its replay the same bytes."""
+    enrolled, hana = await enrol(gateway), await affiliate(gateway)
+    with lost_after(gateway.app[STORE], "earn_move"):
+        lost, _, _ = await earn(hana, enrolled["member_id"], 900, "LOST-2", key="earn-lost-0002")
+    status, earning, first = await earn(hana, enrolled["member_id"], 900, "LOST-2", key="earn-lost-0002")
+    _, _, again = await earn(hana, enrolled["member_id"], 900, "LOST-2", key="earn-lost-0002")
+    assert (503, 201, 900, first["_raw"]) == (lost, status, earning["balance_after"], again["_raw"])
+    assert [f"earn:{earning['earning_id']}"] == await earnings_of(gateway, enrolled["member_id"])
+    assert (await run_audit(gateway.app[STORE])).clean
+
+
+async def earnings_of(gateway, member_id: str) -> list[str]:
+    """The earning entries in the member's partition's journal, in order."""
+    entries = await gateway.app[STORE].redis.xrange(keyspace.journal_key(keyspace.partition_of_member(member_id)))
+    return [fields["entry"] for _, fields in entries if fields["entry"].startswith("earn:")]
 
 
 async def test_keys_only_work_on_their_own_routes(gateway):

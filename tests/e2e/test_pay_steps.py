@@ -29,6 +29,8 @@ RETRIES = [pytest.param(False, id="retry-one-script"), pytest.param(True, id="re
 def idem() -> str:
     return "idem-" + secrets.token_hex(8)
 
+pytestmark = pytest.mark.single_redis("drives the one-server composition of the steps (split_steps on one Redis)")
+
 
 async def lose_sale_after(gw: Gateway, step: str, terminal, code: str, amount: int, order_ref: str, key: str) -> str:
     """Send the sale as steps, lose the connection after `step`, go back to one script; the claimed payment id."""

@@ -26,6 +26,8 @@ from pos_sdk import AsyncPosClient, PosConfig
 from simulators.fault_proxy import Fault, RedisFaultProxy
 from tests.e2e.conftest import Gateway, serving
 
+pytestmark = pytest.mark.single_redis("the fault proxy stands in front of the one server")
+
 
 def script_sha(name: str) -> str:
     """The SHA1 the store calls a script by (EVALSHA)."""

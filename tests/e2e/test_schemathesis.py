@@ -37,7 +37,7 @@ from gateway import signing
 from gateway.app import MEMBERS, MERCHANTS, TOKENS
 from gateway.openapi import _operations, openapi_document
 from gateway.settings import load_settings
-from gateway.store import connect
+from gateway.store import ClusterAccess, connect
 from gateway.tokens import Enrolment
 from gateway.web import WEB_UI
 from simulators.bank import Bank
@@ -179,7 +179,7 @@ class LiveGateway:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         async with Bank(api_key=BANK_API_KEY) as bank:
             settings = self.settings_of(bank.url)
-            redis = connect(settings.redis_url, socket_timeout_s=5)
+            redis = connect(settings.redis_url, socket_timeout_s=5, cluster=ClusterAccess.from_settings(settings))
             await redis.flushall()  # what earlier modules left, as the store fixture does per test
             await redis.aclose()
             async with serving(settings) as gateway:
@@ -211,11 +211,11 @@ async def _credentials(gateway) -> Credentials:
 
 
 @pytest.fixture(scope="module")
-def live(redis_server, tmp_path_factory):
+def live(home_redis, tmp_path_factory):
     root: Path = tmp_path_factory.mktemp("schemathesis")
 
     def settings_of(bank_url: str):
-        return load_settings(env={}, redis_url=redis_server.url, keyring_path=str(root / "keyring.json"),
+        return load_settings(env={}, **home_redis.settings, keyring_path=str(root / "keyring.json"),
                              data_dir=str(root / "redis"), bank_url=bank_url, bank_api_key=BANK_API_KEY,
                              settle_interval_s=0.0)
 

@@ -14,6 +14,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from gateway import codes, keyspace, signing, views
 from gateway.embedded_redis import free_port
 from gateway.keyring import Keyring
@@ -21,6 +23,8 @@ from gateway.ledger import Ledger
 from gateway.merchants import MerchantRegistry
 from gateway.settings import load_settings
 from gateway.tokens import TokenService
+
+pytestmark = pytest.mark.single_redis("starts `gateway serve` workers on the one server's URL")
 
 
 def start_gateway(redis_url: str, keyring_path: Path, workers: int) -> tuple[subprocess.Popen, int]:

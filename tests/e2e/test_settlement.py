@@ -142,18 +142,16 @@ async def test_a_payment_near_the_cut_off_lands_on_each_merchants_own_business_d
             assert other not in [m["merchant_id"] for m in settled.merchants]
 
 
-async def test_gateway_settle_and_status_commands(gateway, tmp_path):
+async def test_gateway_settle_and_status_commands(gateway, home_redis, tmp_path):
     """The operator's commands: `gateway status` shows the lag, `gateway settle` writes the files."""
     import asyncio
     import os
     import subprocess
     import sys
 
-    from gateway.app import REDIS_URL
-
     member, _ = await wallet(gateway, 10_000)
     await (await gateway.terminal()).pay(member.code(), 1_000)
-    env = dict(os.environ, REDIS_URL=gateway.app[REDIS_URL], POINTGATE_KEYRING_PATH=gateway.app[SETTINGS].keyring_path)
+    env = dict(os.environ, **home_redis.environment, POINTGATE_KEYRING_PATH=gateway.app[SETTINGS].keyring_path)
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "gateway.cli", *args], env=env, capture_output=True, text=True,

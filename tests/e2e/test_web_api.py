@@ -242,6 +242,7 @@ async def test_the_console_sees_every_gateway_process_sales(settings, store):
 
 
 @pytest.mark.slow
+@pytest.mark.single_redis("starts `gateway serve` workers on the one server's URL")
 async def test_gateway_serve_workers_all_report_to_the_console_and_the_cli_issues_tokens(redis_server, store, tmp_path):
     """`gateway serve --workers 2`: the console counts both workers; `gateway operators console-token` signs in."""
     keyring = tmp_path / "keyring.json"

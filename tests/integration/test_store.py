@@ -28,6 +28,18 @@ async def test_a_script_redis_lost_is_loaded_and_run_once(store: Store, ledger: 
                                 await store.redis.xlen(keyspace.journal_key(7)))
 
 
+async def test_loading_the_scripts_sends_only_the_missing_ones(store: Store):
+    """load_scripts asks which scripts Redis lacks and loads those: all after SCRIPT FLUSH, none when all are there."""
+    await store.redis.script_flush()
+    await store.load_scripts()
+    loaded = await store.scripts_loaded()
+    await store.redis.config_resetstat()
+    await store.load_scripts()
+    stats = await store.redis.info("commandstats")
+    assert (True, 1) == (loaded, stats["cmdstat_script"]["calls"])  # the one SCRIPT EXISTS
+
+
+@pytest.mark.single_redis("reads the single-server client's connection pool")
 async def test_an_error_reply_leaves_the_connection_usable(store: Store):
     """A script's error reply is raised as redis-py raises it, and the connection answers the next call."""
     lonely = Store(connect(store_url(store), socket_timeout_s=5,
@@ -41,6 +53,7 @@ async def test_an_error_reply_leaves_the_connection_usable(store: Store):
         await lonely.close()
 
 
+@pytest.mark.single_redis("blocks the one server with DEBUG SLEEP and reads its client's connection pool")
 async def test_a_timeout_closes_the_connection(redis_server, store: Store):
     """A reply slower than the socket timeout: TimeoutError, the connection is dropped (its late reply
     can never be read as another call's)."""

@@ -604,21 +604,19 @@ class Bench:
     async def cluster_backend(self) -> tuple[Backend, Any]:
         """The embedded cluster (3 primaries, 3 replicas) with what setup made on the one Redis:
         merchants, tills with their own keys, members with their devices and points; and its settings."""
-        from simulators.cluster_failover import add_terminal_on_cluster, register_on_cluster
-
         self.cluster = EmbeddedCluster(self.run_dir / "cluster").start()
         settings = load_settings(env={}, redis_cluster_nodes=list(self.cluster.startup_nodes),
                                  keyring_path=self.settings.keyring_path)
         store = self.cluster_store = Store.from_settings(settings, "", max_connections=64)
         await store.redis.initialize()  # before anything concurrent (see simulators/cluster_failover.py)
         await store.load_scripts()
-        await register_on_cluster(store, settings)  # stand-in: the registry's transactions do not run on a cluster
         registry = MerchantRegistry(store, self.keyring)
+        await registry.load_config(settings)
         tills = []
         for merchant_id, store_id in MERCHANT_STORES:
             key = await registry.issue_key(merchant_id)
             for n in range(1, TERMINALS_PER_MERCHANT + 1):
-                await add_terminal_on_cluster(store, merchant_id, store_id, f"bench{n}")
+                await registry.add_terminal(merchant_id, store_id, f"bench{n}")
                 tills.append(Till(merchant_id, store_id, f"bench{n}", key.key_id, key.secret))
         started = time.perf_counter()
         tokens = TokenService(store, Ledger(store), self.keyring, settings)

@@ -30,19 +30,10 @@ no acknowledged sale may be lost; with it off the loss is measured, not
 required to be zero (on loopback a replica is rarely more than a
 millisecond behind).
 
-Two stand-ins, until the cluster runs what they replace (each is one
-function here, `register_on_cluster` with `add_terminal_on_cluster`, and
-`ClusterAdmin.credit`; bench/run.py's cluster phase uses the first two):
-
-- The merchant registry's WATCH/MULTI transactions do not run on redis-py's
-  asyncio cluster pipeline, so merchants.toml is not loaded into a cluster by
-  `gateway serve`; `register_on_cluster` writes its merchants, stores,
-  terminals and affiliates key by key, and `ClusterAdmin.add_terminal` adds
-  the load's extra terminals the same way.
-- The earnings script touches the affiliate's scope and the member's, which
-  a cluster refuses (CROSSSLOT); members are credited through the ledger
-  (`Ledger.credit`, member scope only) from the same funding account,
-  `affiliate:hana-card`.
+The merchants, stores, terminals and affiliates are merchants.toml's and
+affiliates.toml's, loaded by the merchant registry (`load_merchants`), the
+load's extra terminals added through it, and members get their points
+through the earnings API, as on one Redis.
 
 Errors::
 
@@ -70,21 +61,19 @@ from gateway.audit import run_audit
 from gateway.embedded_cluster import EmbeddedCluster, EmbeddedClusterError
 from gateway.embedded_redis import EmbeddedRedis, free_port
 from gateway.keyring import Keyring
-from gateway.ledger import Ledger
 from gateway.merchants import MerchantRegistry
 from gateway.settings import Settings, load_settings
 from gateway.store import Store
 from simulators import load, soak
 
-__all__ = ["ClusterAdmin", "ClusterGateway", "FailoverError", "FailoverOptions", "add_terminal_on_cluster", "approvals",
-           "cluster_env", "cluster_gateway", "cluster_round", "main", "register_on_cluster", "render", "run_failover"]
+__all__ = ["ClusterAdmin", "ClusterGateway", "FailoverError", "FailoverOptions", "approvals",
+           "cluster_env", "cluster_gateway", "cluster_round", "main", "load_merchants", "render", "run_failover"]
 
 MIX: tuple[tuple[str, float], ...] = load.DEFAULT_MIX
 """The load's whole mix: sales, reversals, cancels, refunds and the codes that decline."""
 APPROVED_STATES = ("approved", "partially_refunded", "refunded", "cancelled")
 """A payment's states after its approval other than reversed (what a cancel or refund leaves; the
 load's own checks hold each payment's state against what its terminal saw)."""
-FUNDING_ACCOUNT = f"affiliate:{load.AFFILIATE_ID}"  # the account the earnings API would credit from
 GATEWAY_REDIS_TIMEOUT_S = 2  # POINTGATE_REDIS_SOCKET_TIMEOUT_S: a dead node costs a request 2 s at most, not 5
 GATEWAY_GRACE_S = 1
 ADMIN_CONNECTIONS_MAX = 32  # per node
@@ -143,52 +132,21 @@ class FailoverOptions:
         return dataclasses.asdict(self) | {"mix": dict(MIX)}
 
 
-# ---------------------------------------------------------------------------
-# The stand-ins for what a cluster does not run yet (module docstring).
-
-
-async def register_on_cluster(store: Store, settings: Settings) -> None:
-    """merchants.toml's merchants, stores and terminals and affiliates.toml's affiliates, written key
-    by key with the fields MerchantRegistry writes (its WATCH transactions do not run on a cluster)."""
-    redis, now_ms = store.redis, int(time.time() * 1000)
-
-    async def principal(merchant_id: str, name: str, currency: str, time_zone: str, cutoff: str, width: int,
-                        role: str) -> None:
-        await redis.hset(keyspace.merchant_key(merchant_id), mapping={
-            "name": name, "currency": currency, "time_zone": time_zone, "business_day_cutoff": cutoff,
-            "receipt_width": width, "status": "active", "role": role, "created_ms": now_ms})
-        await redis.sadd(keyspace.MERCHANTS_KEY, merchant_id)
-
-    for m in settings.merchants:
-        await principal(m.id, m.name, m.currency, m.time_zone, m.business_day_cutoff, m.receipt_width, "merchant")
-        for s in m.stores:
-            await redis.hset(keyspace.merchant_store_key(m.id, s.id), mapping={"name": s.name, "created_ms": now_ms})
-            await redis.sadd(keyspace.merchant_stores_key(m.id), s.id)
-            if s.terminals:
-                await redis.sadd(keyspace.store_terminals_key(m.id, s.id), *s.terminals)
-    for a in settings.affiliates:
-        await principal(a.id, a.name, settings.home_network.currency, settings.member_day_time_zone, "00:00", 42,
-                        "affiliate")
-        await redis.hset(keyspace.affiliate_budget_key(a.id), "budget_points", a.budget_points)
-
-
-async def add_terminal_on_cluster(store: Store, merchant_id: str, store_id: str, terminal_id: str) -> None:
-    """A terminal of a registered store, as MerchantRegistry.add_terminal writes it (without its checks)."""
-    await store.redis.sadd(keyspace.store_terminals_key(merchant_id, store_id), terminal_id)
+async def load_merchants(store: Store, settings: Settings) -> None:
+    """merchants.toml's merchants, stores and terminals and affiliates.toml's affiliates, by the registry."""
+    await MerchantRegistry(store, Keyring.load(settings.keyring_path)).load_config(settings)
 
 
 class ClusterAdmin:
-    """The load's `Admin` on the cluster: signing keys through the merchant registry (its key scripts
-    run on one merchant's slot), terminals and points by the stand-ins, the audit over every primary.
+    """The load's `Admin` on the cluster: signing keys and terminals through the merchant registry,
+    the audit over every primary.
 
-    Each call but `credit` opens a client of its own: a client that met the killed primary has
-    failed its command (the store never retries) and would fail the next until it read the slot
-    map again; a fresh one reads it first. `credit` runs during setup, before any kill."""
+    Each call opens a client of its own: a client that met the killed primary has failed its
+    command (the store never retries) and would fail the next until it read the slot map again; a
+    fresh one reads it first."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._setup_store: Store | None = None
-        self._setup_lock = asyncio.Lock()
 
     @contextlib.asynccontextmanager
     async def _store(self) -> AsyncIterator[Store]:
@@ -212,20 +170,7 @@ class ClusterAdmin:
 
     async def add_terminal(self, merchant_id: str, store_id: str, terminal_id: str) -> None:
         async with self._store() as store:
-            await add_terminal_on_cluster(store, merchant_id, store_id, terminal_id)
-
-    async def credit(self, member_id: str, points: int, affiliate_ref: str) -> int:
-        """Stand-in for the earnings API (module docstring): the same points from the same account."""
-        async with self._setup_lock:
-            if self._setup_store is None:
-                store = Store.from_settings(self.settings, "", max_connections=ADMIN_CONNECTIONS_MAX)
-                # Read the slot map before the concurrent credits: redis-py's asyncio cluster client
-                # initialising under several first commands at once lost some of their connections.
-                await store.redis.initialize()
-                self._setup_store = store
-        movement = await Ledger(self._setup_store).credit(member_id, points, FUNDING_ACCOUNT, "ld-earn-" + affiliate_ref,
-                                                          self.settings.home_network.points_unit)
-        return points if movement.applied else 0
+            await self._registry(store).add_terminal(merchant_id, store_id, terminal_id)
 
     async def audit(self) -> load.AuditSnapshot:
         async with self._store() as store:
@@ -237,9 +182,7 @@ class ClusterAdmin:
             return await soak.read_books_with(store.redis, obs)
 
     async def close(self) -> None:
-        if self._setup_store is not None:
-            await self._setup_store.close()
-            self._setup_store = None
+        pass  # every call closed its own client
 
 
 # ---------------------------------------------------------------------------
@@ -279,7 +222,7 @@ def cluster_env(cluster: EmbeddedCluster, run_dir: Path, wait_replicas: int, wai
 async def cluster_gateway(cluster: EmbeddedCluster, run_dir: Path, wait_replicas: int, options: FailoverOptions,
                           name: str = "gateway") -> AsyncIterator[ClusterGateway]:
     """`gateway serve --workers N` on the cluster with WAIT `wait_replicas`, supervised, until left.
-    The cluster must hold the merchants already (`register_on_cluster`)."""
+    The cluster must hold the merchants already (`load_merchants`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     env = cluster_env(cluster, run_dir, wait_replicas, options.wait_timeout_ms)
     settings = load_settings(options.config_dir, env=env)
@@ -370,7 +313,7 @@ async def cluster_round(cluster: EmbeddedCluster, gateway: ClusterGateway, optio
         + (f", primary killed at {options.kill_at_s:g} s" if failover else ""))
     started = time.monotonic()
     try:
-        report = await load.run_load(load_options, admin, around_drive=around_drive, credit=admin.credit)
+        report = await load.run_load(load_options, admin, around_drive=around_drive)
         obs = report.observations
         assert obs is not None
         books = await admin.books(obs)
@@ -481,7 +424,7 @@ async def run_failover(options: FailoverOptions) -> dict[str, Any]:
             stack.push_async_callback(setup.close)
             await setup.redis.flushall()
             await setup.load_scripts()
-            await register_on_cluster(setup, settings)
+            await load_merchants(setup, settings)
             round_no = 0
             async with contextlib.AsyncExitStack() as both:
                 # Two gateways at once on the same cluster and keyring, WAIT off and on, so that their

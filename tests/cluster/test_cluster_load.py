@@ -19,7 +19,7 @@ from gateway.embedded_cluster import EmbeddedCluster
 from gateway.settings import Settings, load_settings
 from gateway.store import Store
 from simulators.cluster_failover import (
-    FailoverOptions, approvals, cluster_env, cluster_gateway, cluster_round, register_on_cluster,
+    FailoverOptions, approvals, cluster_env, cluster_gateway, cluster_round, load_merchants,
 )
 from simulators.load import FollowUpObservation, GatewayPayment, Observations, SaleObservation
 
@@ -72,7 +72,7 @@ async def one_round(cluster: EmbeddedCluster, run_dir: Path, wait_replicas: int,
     try:
         await store.redis.flushall()
         await store.load_scripts()
-        await register_on_cluster(store, settings)
+        await load_merchants(store, settings)
         waits_before = wait_calls(cluster)
         async with cluster_gateway(cluster, run_dir, wait_replicas, options) as gateway:
             figures = await cluster_round(cluster, gateway, options, run_dir / "round", 1, failover)

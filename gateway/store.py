@@ -281,7 +281,8 @@ class Store:
     `WAIT wait_replicas wait_timeout_ms` on its connection (module docstring).
     """
 
-    def __init__(self, client: aioredis.Redis | RedisCluster, wait_replicas: int = 0, wait_timeout_ms: int = 100) -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster, wait_replicas: int = 0, wait_timeout_ms: int = 100,
+                 multiplexed: bool = True) -> None:
         if wait_replicas < 0 or (wait_replicas and wait_timeout_ms < 1):
             # WAIT with timeout 0 blocks until enough replicas answer, however long that is.
             raise ValueError(f"wait_replicas must be >= 0 and wait_timeout_ms >= 1, got {wait_replicas}, {wait_timeout_ms}")
@@ -293,9 +294,10 @@ class Store:
         """Whether `run` sends the scripts of SPLITS as their steps: on a cluster it must; on one
         server only a test sets it, to reach the states between the steps that a cluster can leave."""
         self._scripts = {name: client.register_script(script_source(name)) for name in script_names()}
-        self._multiplexer = None if self.cluster else Multiplexer.for_client(
+        self._multiplexer = None if self.cluster or not multiplexed else Multiplexer.for_client(
             client, client.connection_pool.connection_kwargs.get("socket_timeout") or SOCKET_TIMEOUT_DEFAULT_S)
-        """The scripts' one shared connection on one server (gateway/multiplex.py), if it can reach it."""
+        """The scripts' one shared connection on one server (gateway/multiplex.py), if it can reach it
+        (`multiplexed=False`, as in bench/store_calls.py, keeps the pool)."""
 
     @classmethod
     def from_settings(cls, settings: "Settings", url: str, max_connections: int = 64) -> "Store":

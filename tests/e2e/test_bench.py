@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import store_calls
 from bench.run import SMOKE, Options, run_bench, write_outputs
 
 pytestmark = pytest.mark.slow
@@ -43,3 +44,10 @@ async def test_smoke_every_answer_counted_is_one_approval_at_the_gateway(tmp_pat
     written = json.loads((tmp_path / "bench" / "report.json").read_text())
     assert all(key in written for key in REPORT_KEYS)
     assert "| auth_ratio |" in (tmp_path / "bench" / "table.md").read_text()
+
+
+async def test_store_calls_measures_every_path_on_a_real_script(redis_server):
+    """bench.store_calls: each path ran the script (its answer checked first) and was measured."""
+    results = await store_calls.run(redis_server.url, calls=200, concurrency=8)
+    assert set(results) == {"redis-py", "pool", "multiplexed"}
+    assert all(cpu > 0 and rate > 0 for cpu, rate in results.values())

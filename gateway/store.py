@@ -58,6 +58,10 @@ what changes:
   the writes cannot harm (each caller's comments say why).
   `Store.redis` is the cluster client: a caller's own multi-key commands
   must keep to one slot too.
+- Scripts go to the primary of their keys' slot on one multiplexed connection
+  per primary (ClusterRoutes: the slot map is redis-py's), not through
+  redis-py's cluster command path, which cost more CPU than the rest of a
+  sale; with TLS they go through redis-py.
 - Database 0 only, TCP only (no unix sockets); TLS and the ACL user come
   from settings, not from a URL.
 
@@ -87,6 +91,7 @@ Exceptions (beside redis-py's own):
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from dataclasses import dataclass
 from importlib import resources
@@ -95,11 +100,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import MovedError, NoScriptError, RedisError
+from redis.exceptions import (AskError, ClusterDownError, MovedError, NoScriptError, ReadOnlyError, RedisClusterException,
+                              RedisError, SlotNotCoveredError, TryAgainError)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.multiplex import Multiplexer
+from gateway.multiplex import Address, Multiplexer
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -126,6 +135,8 @@ partner under the payment id its claim holds, and found again by its pending rec
 after the partner debited its member would have the retry ask again under a new id. The claims of
 cancels and refunds are not among them: their moves record themselves under the request's name in
 the payment's scope, so a retry that lost the claim gets the recorded answer, not a second movement."""
+CLUSTER_SENDS_MAX = 2
+"""Sends of one script on a cluster: the first, and one after MOVED or READONLY (neither ran it)."""
 SOCKET_TIMEOUT_DEFAULT_S = 5.0
 """The reply timeout of the scripts' shared connection when the client was made without one."""
 ACKNOWLEDGED_ATTEMPTS_MAX = 3
@@ -274,6 +285,92 @@ SPLITS = {
 Redis each still runs as its one script, which calls the same steps in one round trip."""
 
 
+class ClusterRoutes:
+    """Script calls on a cluster, each sent to the primary of its keys' slot on that node's one
+    multiplexed connection (gateway/multiplex.py), by redis-py's slot map. redis-py's own cluster
+    command path costs a sale (three calls there) more CPU than the rest of the sale.
+
+    The policy is the client's (module docstring): nothing that may have run is sent again. MOVED
+    and READONLY (the slot's primary changed: a failover, a resharding) ran nothing: the map is read
+    again and the call sent once more. A connection error, a timeout, CLUSTERDOWN or TRYAGAIN is
+    raised, and the map read again before the next call. ASK (a slot half-way through a
+    resharding) is left to redis-py, which sends ASKING first. Keys of two slots are refused
+    before anything is sent, as redis-py refuses them."""
+
+    def __init__(self, client: RedisCluster, timeout_s: float) -> None:
+        self.client = client
+        self.timeout_s = timeout_s
+        kwargs = client.connection_kwargs
+        self._login = (kwargs.get("username") or "", kwargs.get("password") or "")
+        self._by_node: dict[str, Multiplexer] = {}
+        self._map_read = False
+        self._started = False
+        self._reading: asyncio.Task[None] | None = None
+
+    @classmethod
+    def for_client(cls, client: RedisCluster, timeout_s: float) -> "ClusterRoutes | None":
+        """Routes for a cluster client, or None when its nodes take TLS (redis-py's path then)."""
+        return cls(client, timeout_s) if client.connection_kwargs.get("connection_class") is Connection else None
+
+    async def call(self, keys: Sequence[str], command: tuple[Any, ...]) -> Any:
+        slots = {self.client.keyslot(key) for key in keys}
+        if len(slots) != 1:
+            raise RedisClusterException(f"{command[0]} - all keys must map to the same key slot")
+        slot = slots.pop()
+        for send in range(1, CLUSTER_SENDS_MAX + 1):
+            if not self._map_read:
+                await self._read_map()
+            try:
+                node = self.client.nodes_manager.get_node_from_slot(slot)
+            except SlotNotCoveredError:
+                self._map_read = False
+                raise ClusterDownError(f"no primary serves slot {slot}") from None
+            try:
+                return await self._multiplexer(node.host, node.port).call(*command)
+            except (MovedError, ReadOnlyError):
+                self._map_read = False
+                if send == CLUSTER_SENDS_MAX:
+                    raise
+            except AskError:
+                return await self.client.execute_command(*command)
+            except (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError):
+                self._map_read = False
+                raise
+        raise AssertionError("unreachable: the last send returns or raises")
+
+    async def close(self) -> None:
+        for multiplexer in self._by_node.values():
+            await multiplexer.close()
+        self._by_node.clear()
+
+    def _multiplexer(self, host: str, port: int) -> Multiplexer:
+        name = f"{host}:{port}"
+        if name not in self._by_node:
+            username, password = self._login
+            self._by_node[name] = Multiplexer(Address(host=host, port=port, username=username, password=password),
+                                              self.timeout_s)
+        return self._by_node[name]
+
+    async def _read_map(self) -> None:
+        """Read the slot map, once for every call waiting on it (after a failover all of them are)."""
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._read_map_now())
+        reading = self._reading
+        try:
+            await asyncio.shield(reading)
+        finally:
+            if reading.done() and self._reading is reading:
+                self._reading = None
+
+    async def _read_map_now(self) -> None:
+        if not self._started:  # the client's own start-up reads the first map (nothing if it has started)
+            await self.client.initialize()
+            self._started = True
+        else:
+            await self.client.nodes_manager.initialize()
+        self._map_read = True
+
+
 class Store:
     """Runs the named Lua scripts on one Redis client (a single server's or a cluster's).
 
@@ -294,10 +391,13 @@ class Store:
         """Whether `run` sends the scripts of SPLITS as their steps: on a cluster it must; on one
         server only a test sets it, to reach the states between the steps that a cluster can leave."""
         self._scripts = {name: client.register_script(script_source(name)) for name in script_names()}
-        self._multiplexer = None if self.cluster or not multiplexed else Multiplexer.for_client(
-            client, client.connection_pool.connection_kwargs.get("socket_timeout") or SOCKET_TIMEOUT_DEFAULT_S)
+        timeout_s = (client.connection_kwargs if self.cluster else client.connection_pool.connection_kwargs).get(
+            "socket_timeout") or SOCKET_TIMEOUT_DEFAULT_S
+        self._multiplexer = Multiplexer.for_client(client, timeout_s) if multiplexed and not self.cluster else None
         """The scripts' one shared connection on one server (gateway/multiplex.py), if it can reach it
         (`multiplexed=False`, as in bench/store_calls.py, keeps the pool)."""
+        self._routes = ClusterRoutes.for_client(client, timeout_s) if multiplexed and self.cluster else None
+        """On a cluster, the scripts' connections to its primaries, if they take no TLS."""
 
     @classmethod
     def from_settings(cls, settings: "Settings", url: str, max_connections: int = 64) -> "Store":
@@ -350,7 +450,7 @@ class Store:
     async def _run_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
         if self.wait_replicas and (name in MONEY_SCRIPTS or name in CLAIM_STEPS):
             return await self._run_acknowledged(name, keys, args)
-        if self.cluster:
+        if self.cluster and self._routes is None:
             return await self._scripts[name](keys=list(keys), args=list(args))
         script = self._scripts[name]
         try:
@@ -362,10 +462,13 @@ class Store:
     async def _evalsha(self, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA on one server, packed by hiredis: the command redis-py would send, byte for byte,
         at a fraction of the client CPU of its command path (pure-Python packing, the retry wrapper,
-        response callbacks). Sent on the multiplexed connection that concurrent calls share, or
-        (TLS) on a pooled connection. Errors are redis-py's own classes either way."""
+        response callbacks). Sent on the multiplexed connection that concurrent calls share (on a
+        cluster, the slot's primary's: ClusterRoutes), or (TLS) on a pooled connection. Errors are
+        redis-py's own classes either way."""
         if self._multiplexer is not None:
             return await self._multiplexer.call("EVALSHA", sha, len(keys), *keys, *args)
+        if self._routes is not None:
+            return await self._routes.call(keys, ("EVALSHA", sha, len(keys), *keys, *args))
         pool = self.redis.connection_pool
         connection = await pool.get_connection()
         try:
@@ -411,4 +514,6 @@ class Store:
     async def close(self) -> None:
         if self._multiplexer is not None:
             await self._multiplexer.close()
+        if self._routes is not None:
+            await self._routes.close()
         await self.redis.aclose()

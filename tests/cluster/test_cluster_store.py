@@ -83,6 +83,25 @@ async def test_member_scope_credit_runs_on_every_primary(cluster: EmbeddedCluste
             assert 1 == client.xlen(keyspace.journal_key(keyspace.partition_of_member(member_id)))
 
 
+async def test_a_script_sent_to_a_node_that_no_longer_owns_its_slot_is_sent_again_to_the_owner(
+        cluster: EmbeddedCluster, cluster_store: Store):
+    """The store's slot map says another primary (as after a failover or a resharding it did not see):
+    that node answers MOVED, ran nothing, and the credit is sent to the slot's owner, applied once."""
+    ledger = Ledger(cluster_store)
+    members = await members_on_every_primary(cluster_store)
+    (port, member_id), (wrong_port, _) = list(members.items())[:2]
+    await ledger.open_wallet(member_id, UNIT)
+    manager = cluster_store.redis.nodes_manager
+    slot = cluster_store.redis.keyslot(keyspace.member_key(member_id))
+    wrong = next(n for n in manager.nodes_cache.values() if n.port == wrong_port)
+    manager.slots_cache[slot] = [wrong]  # what a stale map says
+    movement = await ledger.credit(member_id, 500, SOURCE, "e-moved", UNIT)
+    assert (True, 500) == (movement.applied, movement.available)
+    assert port == manager.get_node_from_slot(slot).port  # the map was read again
+    with cluster.client(cluster.node_by_port(port)) as client:
+        assert 1 == client.xlen(keyspace.journal_key(keyspace.partition_of_member(member_id)))
+
+
 async def test_a_script_over_two_partitions_is_refused(cluster_store: Store):
     """A script whose keys are in two hash slots is refused before it runs (why payments must be split)."""
     ledger = Ledger(cluster_store)

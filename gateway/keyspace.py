@@ -269,6 +269,11 @@ def exchange_key(partition: int, exchange_id: str) -> str:
     return f"{PREFIX}:{partition_tag(partition)}:exchange:{exchange_id}"
 
 
+def exchange_lease_key(partition: int, exchange_id: str) -> str:
+    """String with a TTL: an attempt of the exchange is asking the partner now (one at a time)."""
+    return f"{PREFIX}:{partition_tag(partition)}:exlease:{exchange_id}"
+
+
 def inbound_exchange_key(partner_id: str, exchange_ref: str) -> str:
     """String: JSON of the credit a partner's exchange reference gave our member (its replayed answer)."""
     return f"{PREFIX}:{merchant_tag(partner_id)}:xin:{exchange_ref}"

@@ -34,6 +34,9 @@ TOKEN_RE = re.compile(r"^pgmt_([0-9]{3})_[A-Za-z0-9_-]{43}$")
 MEMBER_ID_RE = re.compile(r"^m[0-9]{3}[0-9a-f]{12}$")
 CODES_PER_FETCH_MAX = 5  # Alipay+ multi-code fetch hands out a few; more would only widen a stolen phone's reach
 DEVICES_PER_MEMBER_MAX = 5
+EXCHANGE_LEASE_MS = 30_000
+"""How long one attempt of an exchange may ask the partner before a duplicate may ask in its place
+(beyond the partner client's timeouts; a crashed attempt's duplicates wait this long, then go on)."""
 
 
 class ExchangeRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -373,16 +376,27 @@ class Exchanges:
         except LedgerError as e:
             if e.code != "hold_exists":
                 raise
+        # One attempt at a time asks the partner: a duplicate sent meanwhile is told to ask again (409
+        # idempotency_in_progress) and then gets the outcome, not a snapshot taken half-way.
+        lease_key = keyspace.exchange_lease_key(partition, exchange_id)
+        if not await self.store.redis.set(lease_key, "1", nx=True, px=EXCHANGE_LEASE_MS):
+            raise Problem("idempotency_in_progress", "this exchange is being sent to the partner; ask again in a moment")
         try:
-            answer = await client.credit_exchange(exchange_id, record["partner_member_id"], record["received"])
-        except PartnerRefused as e:
-            await self.tokens.ledger.void(member_id, exchange_id, "void:" + exchange_id, kind="exchange_void")
-            record = await self._finish(record_key, record, "refused", reason=e.code)
-            return 409, record
-        except PartnerError:
-            await self.store.redis.sadd(keyspace.partner_exchanges_key(request.partner), f"{member_id}/{exchange_id}")
-            return 202, record
-        return 201, await self._complete(record_key, record, answer)
+            record = json.loads(await self.store.redis.get(record_key))
+            if record["state"] != "pending":  # an attempt that held the lease before this one finished it
+                return (201 if record["state"] == "completed" else 409), record
+            try:
+                answer = await client.credit_exchange(exchange_id, record["partner_member_id"], record["received"])
+            except PartnerRefused as e:
+                await self.tokens.ledger.void(member_id, exchange_id, "void:" + exchange_id, kind="exchange_void")
+                record = await self._finish(record_key, record, "refused", reason=e.code)
+                return 409, record
+            except PartnerError:
+                await self.store.redis.sadd(keyspace.partner_exchanges_key(request.partner), f"{member_id}/{exchange_id}")
+                return 202, record
+            return 201, await self._complete(record_key, record, answer)
+        finally:
+            await self.store.redis.delete(lease_key)
 
     async def _complete(self, record_key: str, record: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
         from gateway.ledger import LedgerError

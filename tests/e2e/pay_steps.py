@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Awaitable
+from typing import Any, Awaitable, Callable
 
 import redis
 
@@ -20,57 +20,59 @@ MERCHANT = "gs25"
 
 
 @contextlib.contextmanager
+def around_scripts(store: Store, around: Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]]):
+    """While the block runs, every script the store sends goes through `around(name, send)`, where
+    `send()` is the store's own call of it on the real Redis."""
+    real = store._run_script
+
+    async def run(name, keys, args):
+        return await around(name, lambda: real(name, keys, args))
+
+    store._run_script = run
+    try:
+        yield
+    finally:
+        store._run_script = real
+
+
 def lost_after(store: Store, step: str):
     """The next run of the script `step` reaches Redis and runs, and then the connection fails, as
     when the gateway dies between two steps: the terminal gets 503 and nothing after `step` runs."""
-    real = store._run_script
+    lost: list[str] = []
 
-    async def run(name, keys, args):
-        reply = await real(name, keys, args)
-        if name == step:
-            store._run_script = real
+    async def around(name: str, send: Callable[[], Awaitable[Any]]) -> Any:
+        reply = await send()
+        if name == step and not lost:
+            lost.append(name)
             raise redis.ConnectionError(f"connection lost after {step}")
         return reply
 
-    store._run_script = run
-    try:
-        yield
-    finally:
-        store._run_script = real
+    return around_scripts(store, around)
 
 
-@contextlib.contextmanager
 def held_before(store: Store, step: str, delay_s: float):
     """Every run of the script `step` waits `delay_s` first, so that duplicates sent at once have all
     passed the step before it (each finds the others' claim) when the first of them reaches `step`."""
-    real = store._run_script
 
-    async def run(name, keys, args):
+    async def around(name: str, send: Callable[[], Awaitable[Any]]) -> Any:
         if name == step:
             await asyncio.sleep(delay_s)
-        return await real(name, keys, args)
+        return await send()
 
-    store._run_script = run
-    try:
-        yield
-    finally:
-        store._run_script = real
+    return around_scripts(store, around)
 
 
 @contextlib.contextmanager
 def scripts_run(store: Store):
     """The names of the scripts the store sends to Redis while the block runs, in order."""
-    real, names = store._run_script, []
+    names: list[str] = []
 
-    async def run(name, keys, args):
+    async def around(name: str, send: Callable[[], Awaitable[Any]]) -> Any:
         names.append(name)
-        return await real(name, keys, args)
+        return await send()
 
-    store._run_script = run
-    try:
+    with around_scripts(store, around):
         yield names
-    finally:
-        store._run_script = real
 
 
 async def sale(terminal: Terminal, code: str, amount: int, order_ref: str, key: str):

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 import hiredis
 import redis.asyncio as aioredis
@@ -46,6 +46,7 @@ from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+T = TypeVar("T")
 _INCOMPLETE = object()
 """hiredis's answer when the bytes read so far do not hold a whole reply."""
 
@@ -60,6 +61,26 @@ class Address:
     db: int = 0
     username: str = ""
     password: str = ""
+
+
+class Shared(Generic[T]):
+    """One run of an async step at a time, which every caller that asks meanwhile awaits (opening a
+    connection, reading a cluster's slot map); the next ask after it ended starts another. A caller
+    that is cancelled leaves the run going for the others."""
+
+    def __init__(self, step: Callable[[], Awaitable[T]]) -> None:
+        self._step = step
+        self._running: asyncio.Future[T] | None = None
+
+    async def __call__(self) -> T:
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._step())
+        running = self._running
+        try:
+            return await asyncio.shield(running)
+        finally:
+            if running.done() and self._running is running:
+                self._running = None
 
 
 class _Link(asyncio.Protocol):
@@ -160,7 +181,8 @@ class Multiplexer:
         self.address = address
         self.timeout_s = timeout_s
         self._link: _Link | None = None
-        self._connecting: asyncio.Future[_Link] | None = None
+        self._opening = Shared(self._open)
+        """Concurrent callers share one attempt to open the link."""
 
     @classmethod
     def for_client(cls, client: aioredis.Redis, timeout_s: float) -> "Multiplexer | None":
@@ -189,15 +211,8 @@ class Multiplexer:
 
     async def _connect(self) -> _Link:
         """The open link, opening one if none is (concurrent callers share one attempt)."""
-        if self._connecting is None:
-            self._connecting = asyncio.ensure_future(self._open())
-        connecting = self._connecting
-        try:
-            self._link = await asyncio.shield(connecting)
-            return self._link
-        finally:
-            if connecting.done() and self._connecting is connecting:
-                self._connecting = None
+        self._link = await self._opening()
+        return self._link
 
     async def _open(self) -> _Link:
         loop = asyncio.get_running_loop()

@@ -91,7 +91,6 @@ Exceptions (beside redis-py's own):
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from dataclasses import dataclass
 from importlib import resources
@@ -108,7 +107,7 @@ from redis.exceptions import (AskError, ClusterDownError, MovedError, NoScriptEr
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.multiplex import Address, Multiplexer
+from gateway.multiplex import Address, Multiplexer, Shared
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -305,7 +304,8 @@ class ClusterRoutes:
         self._by_node: dict[str, Multiplexer] = {}
         self._map_read = False
         self._started = False
-        self._reading: asyncio.Task[None] | None = None
+        self._read_map = Shared(self._read_map_now)
+        """Read the slot map, once for every call waiting on it (after a failover all of them are)."""
 
     @classmethod
     def for_client(cls, client: RedisCluster, timeout_s: float) -> "ClusterRoutes | None":
@@ -350,17 +350,6 @@ class ClusterRoutes:
             self._by_node[name] = Multiplexer(Address(host=host, port=port, username=username, password=password),
                                               self.timeout_s)
         return self._by_node[name]
-
-    async def _read_map(self) -> None:
-        """Read the slot map, once for every call waiting on it (after a failover all of them are)."""
-        if self._reading is None:
-            self._reading = asyncio.ensure_future(self._read_map_now())
-        reading = self._reading
-        try:
-            await asyncio.shield(reading)
-        finally:
-            if reading.done() and self._reading is reading:
-                self._reading = None
 
     async def _read_map_now(self) -> None:
         if not self._started:  # the client's own start-up reads the first map (nothing if it has started)
